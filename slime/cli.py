@@ -7,6 +7,7 @@ import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _load_configs(path: Path | None) -> list:  # type: ignore[type-arg]
+def _load_configs(path: Path | None) -> list[Any]:
     from slime.framework.config import ConfigError, load_module_configs
 
     if path is None:

@@ -45,7 +45,7 @@ def set_conditions(
             "status": status,
             "reason": update.reason,
             "message": update.message,
-            "lastTransitionTime": stamp if changed else old.get("lastTransitionTime", stamp),
+            "lastTransitionTime": stamp if changed or old is None else old.get("lastTransitionTime", stamp),
             "observedGeneration": generation,
         }
     return sorted(by_type.values(), key=lambda c: (c["type"] != "Ready", c["type"]))

@@ -68,13 +68,13 @@ class Kube:
         response = self.api.call_api(*request)
         response.read()
         if not 200 <= response.status <= 299:
-            raise ApiException.from_response(http_resp=response, body=response.data.decode(), data=None)
+            raise ApiException.from_response(http_resp=response, body=(response.data or b"").decode(), data=None)
         raw = response.data
         return json.loads(raw) if raw else None
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", kind.path(namespace, name))  # type: ignore[no-any-return]
+            return self._call("GET", kind.path(namespace, name))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -95,7 +95,7 @@ class Kube:
         meta = obj["metadata"]
         path = kind.path(meta.get("namespace"), meta["name"]) + (f"/{subresource}" if subresource else "")
         observability.API_WRITES.labels(verb="apply", kind=kind.kind).inc()
-        return self._call(  # type: ignore[no-any-return]
+        return self._call(
             "PATCH", path, query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=obj, content_type="application/apply-patch+yaml",
         )
@@ -104,7 +104,7 @@ class Kube:
                     *, subresource: str = "") -> dict[str, Any]:
         path = kind.path(namespace, name) + (f"/{subresource}" if subresource else "")
         observability.API_WRITES.labels(verb="patch", kind=kind.kind).inc()
-        return self._call(  # type: ignore[no-any-return]
+        return self._call(
             "PATCH", path, body=patch, content_type="application/merge-patch+json",
             query={"fieldManager": FIELD_MANAGER},
         )

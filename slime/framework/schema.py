@@ -74,7 +74,7 @@ def field_schema(field: FieldInfo) -> dict[str, Any]:
     if isinstance(extra, dict):
         for key, value in extra.items():
             if key == "x-kubernetes-validations":
-                schema.setdefault(key, []).extend(value)  # type: ignore[union-attr, arg-type]
+                schema.setdefault(key, []).extend(value)
             else:
                 schema[key] = value
         if extra.get(PRESERVE) and schema.get("type") is None:

@@ -1,0 +1,118 @@
+"""Shared fixtures. Tests under tests/integration are marked `integration` and get a real local
+control plane (etcd + kube-apiserver + kube-controller-manager) started once per session."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from slime.devcluster import DevCluster
+
+REPO = Path(__file__).resolve().parents[1]
+INTEGRATION_DIR = REPO / "tests" / "integration"
+
+# Filled at collection time (outside any per-test timeout, since a first build takes many minutes).
+_controlplane: dict[str, Any] = {"bin": None, "error": None}
+_report: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Only after -m/-k deselection: build/find binaries only if a test will use the cluster.
+    if session.config.option.collectonly:
+        return
+    if not any("dev_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    from slime.devcluster import DevClusterError, find_controlplane_bin
+
+    capture = session.config.pluginmanager.get_plugin("capturemanager")
+    ctx = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+    with ctx:  # let a first (long) build show its progress
+        try:
+            _controlplane["bin"] = find_controlplane_bin()
+        except DevClusterError as e:
+            _controlplane["error"] = str(e)
+
+
+def _unavailable(reason: str) -> None:
+    msg = f"local control plane unavailable: {reason}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+def crd_files() -> list[Path]:
+    """Our CRDs (whatever exists yet) plus Istio's pinned bundle."""
+    from slime.devcluster import istio_crds
+
+    ours = {*REPO.glob("crds/*.yaml"), *REPO.glob("slime/crds/*.yaml")}
+    return [*sorted(ours), istio_crds()]
+
+
+@pytest.fixture(scope="session")
+def dev_cluster() -> Iterator[DevCluster]:
+    from slime.devcluster import DevCluster, DevClusterError
+
+    bin_dir = _controlplane["bin"]
+    if bin_dir is None:
+        _unavailable(_controlplane["error"] or "binaries were not looked up")
+    try:
+        crds = crd_files()
+    except DevClusterError as e:
+        _unavailable(str(e))
+    with DevCluster(crds, bin_dir=bin_dir) as cluster:
+        _report.append("dev cluster start: " + ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items()))
+        yield cluster
+        rss = cluster.rss_bytes()
+        _report.append("dev cluster RSS at teardown: "
+                       + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()))
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(dev_cluster: DevCluster) -> Path:
+    return dev_cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def k8s_api(kubeconfig: Path) -> Iterator[ApiClient]:
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(k8s_api: ApiClient) -> Iterator[str]:
+    """A fresh namespace, deleted (without waiting) afterwards."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(k8s_api)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _report:
+        terminalreporter.write_line(line)

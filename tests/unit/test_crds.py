@@ -1,0 +1,29 @@
+"""The checked-in crds/ are exactly what the models generate."""
+
+from pathlib import Path
+
+import yaml
+
+from slime.crds import all_crds, file_name
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+def test_checked_in_crds_match_the_models() -> None:
+    generated = {file_name(obj): obj for obj in all_crds()}
+    on_disk = {p.name: yaml.safe_load(p.read_text()) for p in CRDS.glob("*.yaml")}
+    assert sorted(on_disk) == sorted(generated), "run `make crds`"
+    for name, obj in generated.items():
+        assert on_disk[name] == obj, f"crds/{name} drifted from the models: run `make crds`"
+
+
+def test_every_kind_has_status_subresource_category_and_ready_column() -> None:
+    for obj in all_crds():
+        if obj["spec"]["group"] == "kopf.dev":
+            continue
+        version = obj["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        assert obj["spec"]["names"]["categories"] == ["slime"]
+        assert any(c["name"] == "Ready" for c in version["additionalPrinterColumns"])
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        assert {"observedGeneration", "conditions"} <= set(status)
