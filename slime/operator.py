@@ -85,6 +85,28 @@ def build_registry(runtimes: list[ModuleRuntime], options: RunOptions) -> kopf.O
     return registry
 
 
+def ensure_peering(options: RunOptions) -> None:
+    """Create the peering object replicas elect through, if missing (kopf needs it to exist)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from slime.framework.kube import Kind, Kube
+    from slime.framework.runtime import api_client
+
+    kube = Kube(api_client(options.kubeconfig))
+    cluster = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
+    namespaced = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
+    targets: list[tuple[Kind, str | None]] = [(namespaced, ns) for ns in options.namespaces] or [(cluster, None)]
+    for kind, ns in targets:
+        try:
+            if kube.get(kind, ns, PEERING_NAME) is None:
+                meta = {"name": PEERING_NAME, **({"namespace": ns} if ns else {})}
+                kube.apply({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta})
+                log.info("Created %s %s", kind.kind, PEERING_NAME)
+        except ApiException as e:
+            log.warning("Could not ensure %s %s (%s): replicas will not elect a leader", kind.kind,
+                        PEERING_NAME, e.reason)
+
+
 def run(options: RunOptions, stop_flag: threading.Event | None = None,
         ready_flag: threading.Event | None = None) -> None:
     if options.kubeconfig:
@@ -93,6 +115,8 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
                    log_format=kopf.LogFormat.JSON if options.log_json else kopf.LogFormat.FULL,
                    log_refkey="object" if options.log_json else None)
     runtimes = module_runtimes(options)
+    if options.peering:
+        ensure_peering(options)
     registry = build_registry(runtimes, options)
     if options.metrics_addr:
         host, _, port = options.metrics_addr.rpartition(":")

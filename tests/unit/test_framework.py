@@ -99,3 +99,20 @@ def test_owned_children_carry_label_and_controller_reference() -> None:
 )
 def test_contains_ignores_server_added_fields_only(have: Any, want: Any, expected: bool) -> None:
     assert contains(have, want) is expected
+
+
+def test_acceptance_reports_model_errors_once() -> None:
+    from slime.framework.acceptance import accepted_status
+    from slime.modules.plugin.api import PLUGIN_MANAGER
+
+    body = {"metadata": {"name": "x", "generation": 3},
+            "spec": {"plugin": [{"name": "p", "inline": {"settings": {}}, "wasm": {"url": "oci://x/y"}}]}}
+    patch = accepted_status(PLUGIN_MANAGER, body)
+    cond = patch["conditions"][0]
+    assert (cond["type"], cond["status"], cond["reason"]) == ("Accepted", "False", "InvalidSpec")
+    assert "wasm" in cond["message"] and patch["observedGeneration"] == 3
+    body["status"] = patch
+    assert accepted_status(PLUGIN_MANAGER, body) == {}  # nothing changed: nothing to write
+    body["spec"] = {"plugin": [{"name": "p", "inline": {"settings": {}}}]}
+    fixed = accepted_status(PLUGIN_MANAGER, body)["conditions"][0]
+    assert (fixed["status"], fixed["reason"], fixed["message"]) == ("True", "Valid", "")

@@ -102,3 +102,4 @@ SERVICE_FENCE = CrdInfo(
         AGE_COLUMN,
     ),
 )
+KINDS = (SERVICE_FENCE,)

@@ -230,3 +230,4 @@ ENVOY_PLUGIN = CrdInfo(
     status=EnvoyPluginStatus,
     printer_columns=(READY_COLUMN, _PRIORITY, AGE_COLUMN),
 )
+KINDS = (PLUGIN_MANAGER, ENVOY_PLUGIN)

@@ -1,0 +1,287 @@
+"""kopf wiring for SmartLimiter: gather -> pure render -> sync -> status.
+
+Each SmartLimiter gets a daemon that re-evaluates it every ``refresh`` and soon after
+anything it depends on changes (its spec, pods, its Service, DestinationRules), with a
+short debounce. Cluster objects come from kopf indexes (memory, no API reads); the only
+blocking calls are Prometheus queries and API writes, both in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from slime.framework import observability
+from slime.framework.conditions import ConditionUpdate, same_conditions, set_conditions
+from slime.framework.kube import CONFIG_MAP, ENVOY_FILTER, Kind, Kube
+from slime.framework.metrics import Backoff, MetricsUnavailableError, PrometheusSource
+from slime.framework.runtime import ModuleRuntime
+from slime.framework.sync import sync_children
+from slime.modules.limiter.api import GROUP, PLURAL, VERSION, LimiterConfig
+from slime.modules.limiter.context import limiter_context, prometheus_queries
+from slime.modules.limiter.render import METRICS, READY, LimiterResult, envoyfilter_name, render_smartlimiter
+from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_config
+
+log = logging.getLogger("slime.limiter")
+DEBOUNCE_SECONDS = 0.3
+FULL_RESYNC_EVERY = 60  # refreshes: re-list children now and then to repair drift
+
+
+@dataclass
+class LimiterState:
+    """Per SmartLimiter, in memory: what was last written, to write only on change."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    applied_digest: str = ""
+    refreshes: int = 0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
+    last_metrics: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Limiter:
+    runtime: ModuleRuntime
+    config: LimiterConfig
+    states: dict[tuple[str, str], LimiterState] = field(default_factory=dict)
+    prometheus: PrometheusSource | None = None
+
+    @property
+    def kube(self) -> Kube:
+        return self.runtime.kube
+
+    def poke_namespace(self, namespace: str | None) -> None:
+        for (ns, _), state in self.states.items():
+            if namespace is None or ns == namespace:
+                state.wake.set()
+
+
+def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
+    config = LimiterConfig.model_validate(runtime.config.general or {})
+    globals_ = runtime.config.globals
+    metric = runtime.config.metric
+    limiter = Limiter(runtime=runtime, config=config)
+    if metric and metric.prometheus and not config.disableAdaptive:
+        limiter.prometheus = PrometheusSource(metric.prometheus.address)
+    handlers = metric.prometheus.handlers if metric and metric.prometheus else {}
+
+    # --- indexes: the cluster objects a render needs, kept in memory by kopf's watches
+    @kopf.index("", "v1", "services", registry=registry)
+    def services(namespace: str, name: str, body: kopf.Body, **_: Any) -> Any:
+        return {(namespace, name): _plain(body)}
+
+    @kopf.index("", "v1", "pods", registry=registry)
+    def pods(namespace: str, body: kopf.Body, **_: Any) -> Any:
+        return {namespace: _slim_pod(body)}
+
+    @kopf.index("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
+    def destinationrules(namespace: str, body: kopf.Body, **_: Any) -> Any:
+        return {namespace: _plain(body)}
+
+    # --- triggers: anything a render depends on wakes the limiters of that namespace
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    @kopf.on.event("", "v1", "services", registry=registry)
+    @kopf.on.event("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
+    def dependency_changed(namespace: str | None, **_: Any) -> None:
+        limiter.poke_namespace(namespace)
+
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    def spec_changed(namespace: str, name: str, **_: Any) -> None:
+        state = limiter.states.get((namespace, name))
+        if state:
+            state.wake.set()
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    async def evaluate(body: kopf.Body, namespace: str, name: str, stopped: kopf.DaemonStopped,
+                       logger: logging.Logger, **kwargs: Any) -> None:
+        key = (namespace, name)
+        state = limiter.states.setdefault(key, LimiterState())
+        try:
+            while not stopped:
+                delay = await _reconcile_once(limiter, state, body, kwargs, handlers, globals_, logger)
+                try:
+                    await asyncio.wait_for(state.wake.wait(), timeout=delay)
+                    await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of pod events settle
+                except TimeoutError:
+                    pass
+                state.wake.clear()
+        finally:
+            limiter.states.pop(key, None)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=not _rls_writes(config))
+    def remove_rls_entries(namespace: str, name: str, **_: Any) -> None:
+        # EnvoyFilters go by ownerReference GC; the shared RLS ConfigMap needs us.
+        _write_rls(limiter.kube, config, name, namespace, [])
+
+
+async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body, indexes: dict[str, Any],
+                          handlers: Any, globals_: Any, logger: logging.Logger) -> float:
+    """One evaluation; returns the seconds until the next one."""
+    refresh = limiter.config.refresh_seconds
+    started = time.perf_counter()
+    cr = _plain(body)
+    ns, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+    ctx_args = dict(
+        cr=cr,
+        services=indexes["services"],
+        pods=indexes["pods"],
+        destination_rules=indexes["destinationrules"],
+        config=limiter.config,
+        globals_=globals_,
+    )
+    metrics_condition = ConditionUpdate(METRICS, True, "MetricsRead", "")
+    prom_values: dict[str, str] = {}
+    queries = prometheus_queries(handlers=handlers, **ctx_args) if limiter.prometheus else {}
+    if queries:
+        try:
+            prom_values = await asyncio.to_thread(limiter.prometheus.query, queries)  # type: ignore[union-attr]
+            observability.METRIC_QUERIES.labels(source="prometheus", result="ok").inc()
+            state.backoff.reset()
+        except MetricsUnavailableError as e:
+            observability.METRIC_QUERIES.labels(source="prometheus", result="error").inc()
+            delay = min(state.backoff.next_delay(), refresh)
+            logger.warning("Kept the last limits of SmartLimiter %s/%s: metrics unavailable (%s): %s",
+                           ns, name, e.reason, e.message)
+            await asyncio.to_thread(_write_status, limiter.kube, cr, None,
+                                    [ConditionUpdate(METRICS, False, e.reason, e.message)])
+            observability.RECONCILES.labels(kind="SmartLimiter", result="metrics_unavailable").inc()
+            return delay
+    ctx = limiter_context(metrics=prom_values, **ctx_args)
+    result = render_smartlimiter(cr, ctx)
+    if not result.in_scope:
+        return refresh
+    try:
+        await asyncio.to_thread(_apply, limiter, state, cr, result, metrics_condition)
+        observability.RECONCILES.labels(kind="SmartLimiter", result="ok").inc()
+    except Exception as e:  # a failed write must not kill the daemon: report and retry
+        observability.RECONCILE_ERRORS.labels(kind="SmartLimiter", reason=type(e).__name__).inc()
+        logger.error("Failed to apply SmartLimiter %s/%s: %s", ns, name, e)
+        state.applied_digest = ""
+        return min(state.backoff.next_delay(), refresh)
+    finally:
+        observability.RECONCILE_SECONDS.labels(kind="SmartLimiter").observe(time.perf_counter() - started)
+    return refresh
+
+
+def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: LimiterResult,
+           metrics_condition: ConditionUpdate) -> None:
+    """Write what the render produced: EnvoyFilters, RLS entries, status. Blocking."""
+    ns, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+    conditions = [ConditionUpdate(p.type, p.status, p.reason, p.message) for p in result.problems]
+    types = {c.type for c in conditions}
+    if METRICS not in types:
+        conditions.append(metrics_condition)
+    if result.valid:
+        desired = [ef for ef in result.envoyfilters if not _of_sets(ef, result.incomplete_sets, ns, name)]
+        keep = [envoyfilter_name(name, ns, s) for s in result.incomplete_sets]
+        digest = _digest(cr["metadata"]["uid"], desired, keep, result.rls_descriptors)
+        state.refreshes += 1
+        resync = state.refreshes % FULL_RESYNC_EVERY == 0
+        if digest != state.applied_digest or resync:
+            _sync_envoyfilters(limiter.kube, cr, desired, keep)
+            if _rls_writes(limiter.config):
+                _write_rls(limiter.kube, limiter.config, name, ns, result.rls_descriptors)
+            state.applied_digest = digest
+        if READY not in types:
+            conditions.append(ConditionUpdate(READY, True, "Rendered",
+                                              f"{len(desired)} EnvoyFilter(s) in force"))
+    _write_status(limiter.kube, cr, result.status if result.valid else None, conditions)
+
+
+def _sync_envoyfilters(kube: Kube, cr: dict[str, Any], desired: list[dict[str, Any]], keep: list[str]) -> None:
+    if keep:  # sets that could not be evaluated keep their applied EnvoyFilter
+        ns = cr["metadata"]["namespace"]
+        for ef_name in keep:
+            current = kube.get(ENVOY_FILTER, ns, ef_name)
+            if current is not None:
+                desired = desired + [_strip_server_fields(current)]
+    result = sync_children(kube, cr, desired, [ENVOY_FILTER])
+    for what in result.applied:
+        log.info("Applied %s for SmartLimiter %s/%s", what, cr["metadata"]["namespace"], cr["metadata"]["name"])
+    for what in result.deleted:
+        log.info("Deleted %s of SmartLimiter %s/%s", what, cr["metadata"]["namespace"], cr["metadata"]["name"])
+
+
+def _write_status(kube: Kube, cr: dict[str, Any], fields: dict[str, Any] | None,
+                  conditions: list[ConditionUpdate]) -> None:
+    """Patch status through the status subresource, only if something changed."""
+    old = cr.get("status") or {}
+    generation = cr["metadata"].get("generation", 0)
+    new_conditions = set_conditions(old.get("conditions"), conditions, generation)
+    patch: dict[str, Any] = {}
+    if fields is not None:
+        patch.update({k: v for k, v in fields.items() if old.get(k) != v})
+    if old.get("observedGeneration") != generation:
+        patch["observedGeneration"] = generation
+    if not same_conditions(old.get("conditions"), new_conditions):
+        patch["conditions"] = new_conditions
+    if patch:
+        kind = Kind(f"{GROUP}/{VERSION}", "SmartLimiter", PLURAL)
+        kube.merge_patch(kind, cr["metadata"]["namespace"], cr["metadata"]["name"], {"status": patch},
+                         subresource="status")
+
+
+def _rls_writes(config: LimiterConfig) -> bool:
+    return bool(config.rlsConfigMap and config.rlsConfigMap.name and not config.disableGlobalRateLimit)
+
+
+def _write_rls(kube: Kube, config: LimiterConfig, name: str, namespace: str,
+               descriptors: list[dict[str, Any]]) -> None:
+    """Replace this limiter's entries in the shared RLS ConfigMap; leave others' alone."""
+    if not _rls_writes(config):
+        return
+    assert config.rlsConfigMap is not None
+    cm_ns = config.rlsConfigMap.namespace or "istio-system"
+    cm = kube.get(CONFIG_MAP, cm_ns, config.rlsConfigMap.name)
+    text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
+    merged = merge_rls_config(text, name, namespace, descriptors, domain=config.domain)
+    if cm is not None and merged == text:
+        return
+    if cm is None and not descriptors:
+        return
+    patch = {"data": {CONFIG_KEY: merged}}
+    if cm is None:
+        kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": config.rlsConfigMap.name, "namespace": cm_ns}, **patch})
+    else:  # a merge patch keeps other keys and other managers' fields
+        kube.merge_patch(CONFIG_MAP, cm_ns, config.rlsConfigMap.name, patch)
+
+
+# --- small helpers
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    """A plain, JSON-safe copy of a kopf body (kopf's views must not leak into renders)."""
+    return json.loads(json.dumps(dict(body), default=dict))  # type: ignore[no-any-return]
+
+
+def _slim_pod(body: Any) -> dict[str, Any]:
+    meta = body.get("metadata", {})
+    return {
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace"),
+                     "labels": dict(meta.get("labels") or {}),
+                     **({"deletionTimestamp": meta["deletionTimestamp"]} if meta.get("deletionTimestamp") else {})},
+        "status": {"phase": (body.get("status") or {}).get("phase")},
+    }
+
+
+def _strip_server_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+            "metadata": {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta},
+            "spec": obj.get("spec", {})}
+
+
+def _of_sets(ef: dict[str, Any], sets: frozenset[str], ns: str, name: str) -> bool:
+    return ef["metadata"]["name"] in {envoyfilter_name(name, ns, s) for s in sets}
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+

@@ -1,0 +1,1 @@
+import slime.framework.config  # noqa
