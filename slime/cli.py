@@ -91,17 +91,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(yaml.safe_dump_all(all_crds(), sort_keys=False), end="")
         return 0
     if args.command == "render":
-        from slime.render import RenderError, render_paths
+        from slime.render import RenderError, dump_yaml, render_paths
 
+        notes: list[str] = []
+        problems: list[str] = []
         try:
-            objects = render_paths(args.filename, _load_configs(args.config), args.metrics)
+            objects = render_paths(args.filename, _load_configs(args.config), args.metrics, notes)
         except RenderError as e:
-            print(f"error: {e}", file=sys.stderr)
+            problems = e.problems
+        for line in [f"note: {n}" for n in notes] + [f"error: {p}" for p in problems]:
+            print(line, file=sys.stderr)
+        if problems:
             return 1
         if args.output == "json":
             print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
         else:
-            print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+            print(dump_yaml(objects), end="")
         return 0
     if args.command == "run":
         from slime.operator import RunOptions, run
@@ -115,9 +120,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "dev-cluster":
         from slime.crds import crd_files
-        from slime.devcluster import run_dev_cluster
+        from slime.devcluster import istio_crds, run_dev_cluster
 
-        run_dev_cluster(args.kubeconfig_out, crd_files())
+        run_dev_cluster(args.kubeconfig_out, [*crd_files(), istio_crds()])
         return 0
     raise AssertionError(args.command)
 

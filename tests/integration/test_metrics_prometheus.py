@@ -12,11 +12,11 @@ import pytest
 from slime.framework.metrics import (
     Handler,
     MetricsUnavailableError,
-    PrometheusSource,
     Query,
     build_queries,
     pods_by_set,
 )
+from slime.framework.prometheus import PrometheusSource
 from tests.integration.prom import run_prometheus
 
 pytestmark = pytest.mark.prometheus

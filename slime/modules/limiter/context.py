@@ -1,21 +1,29 @@
 """Context of one SmartLimiter from a set of cluster objects. Pure.
 
-The operator calls these with the objects of its in-memory indexes, ``slime render``
-with the objects read from files, so both render from exactly the same context.
-Objects are Kubernetes API dicts.
+The operator calls these with its kopf indexes, ``slime render`` with the objects read
+from files, so both render from exactly the same context. Objects are Kubernetes API
+dicts; a collection of them is an iterable of objects or a kopf-style index (a mapping
+from any key to iterables of objects).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from slime.framework.config import GlobalConfig
-from slime.framework.metrics import pods_by_set
+from slime.framework.metrics import Handler, Query, build_queries, pods_by_set
 from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.render import LimiterContext, pod_namespace, pod_selector, subsets
 
 Obj = Mapping[str, Any]
+Objects = Iterable[Obj] | Mapping[Any, Iterable[Obj]]
+
+
+def _flat(objects: Objects) -> list[Obj]:
+    if isinstance(objects, Mapping):
+        return [o for group in objects.values() for o in group]
+    return list(objects)
 
 
 def _meta(obj: Obj) -> Mapping[str, Any]:
@@ -26,13 +34,13 @@ def _ns(obj: Obj) -> str:
     return str(_meta(obj).get("namespace") or "default")
 
 
-def find_service(cr: Obj, services: Sequence[Obj]) -> Obj | None:
+def find_service(cr: Obj, services: Objects) -> Obj | None:
     """The Service a SmartLimiter limits: same name and namespace."""
     name, ns = _meta(cr).get("name"), _ns(cr)
-    return next((s for s in services if _meta(s).get("name") == name and _ns(s) == ns), None)
+    return next((s for s in _flat(services) if _meta(s).get("name") == name and _ns(s) == ns), None)
 
 
-def host_selector(cr: Obj, service_entries: Sequence[Obj], globals_: GlobalConfig) -> dict[str, str] | None:
+def host_selector(cr: Obj, service_entries: Objects, globals_: GlobalConfig) -> dict[str, str] | None:
     """Labels of the mesh service named by ``spec.host``, as upstream's config controller builds them:
     the ServiceEntry's workloadSelector, else its labels whose keys are in ``misc.seLabelSelectorKeys``.
     A ServiceEntry in the SmartLimiter's namespace wins; None if no ServiceEntry has the host."""
@@ -41,7 +49,7 @@ def host_selector(cr: Obj, service_entries: Sequence[Obj], globals_: GlobalConfi
         return None
     ns = _ns(cr)
     matching = sorted(
-        (se for se in service_entries if host in ((se.get("spec") or {}).get("hosts") or [])),
+        (se for se in _flat(service_entries) if host in ((se.get("spec") or {}).get("hosts") or [])),
         key=lambda se: (_ns(se) != ns, _ns(se), str(_meta(se).get("name", ""))),
     )
     if not matching:
@@ -54,57 +62,87 @@ def host_selector(cr: Obj, service_entries: Sequence[Obj], globals_: GlobalConfi
     return {str(k): str(v) for k, v in (_meta(se).get("labels") or {}).items() if k in keys}
 
 
-def same_namespace(cr: Obj, objects: Sequence[Obj]) -> list[Obj]:
-    ns = _ns(cr)
-    return [o for o in objects if _ns(o) == ns]
+def _pods_by_set(
+    cr: Obj,
+    service: Obj | None,
+    pods: Objects,
+    drs: list[Obj],
+    host_labels: Mapping[str, str] | None,
+    istio_namespace: str,
+) -> dict[str, list[str]]:
+    """Ready pod names per set (``_base`` and each DestinationRule subset); {} when the limiter
+    selects no pods (a gateway without workloadSelector, a missing Service)."""
+    selector = pod_selector(cr, service, host_labels)
+    if selector is None:
+        return {}
+    ns = pod_namespace(cr, istio_namespace)
+    in_scope = [p for p in _flat(pods) if ns is None or _ns(p) == ns]
+    return pods_by_set(in_scope, selector, subsets(cr, drs))
 
 
 def limiter_pods(
     cr: Obj,
-    service: Obj | None,
-    pods: Sequence[Obj],
-    destination_rules: Sequence[Obj],
-    host_labels: Mapping[str, str] | None,
-    istio_namespace: str,
-) -> dict[str, list[str]] | None:
-    """Ready pod names per set (``_base`` and each DestinationRule subset), for pod counts and for
-    the ``$pod_name`` of Prometheus queries; None when the limiter selects no pods (gateway).
-    ``destination_rules`` as given to the render (``same_namespace``)."""
-    selector = pod_selector(cr, service, host_labels)
-    if selector is None:
-        return None
-    ns = pod_namespace(cr, istio_namespace)
-    in_scope = [p for p in pods if ns is None or _ns(p) == ns]
-    return pods_by_set(in_scope, selector, subsets(cr, destination_rules))
+    services: Objects,
+    pods: Objects,
+    destination_rules: Objects,
+    globals_: GlobalConfig,
+    service_entries: Objects = (),
+) -> dict[str, list[str]]:
+    """Ready pod names per set, as counted for ``<set>.pod`` and put in ``$pod_name``."""
+    drs = [d for d in _flat(destination_rules) if _ns(d) == _ns(cr)]
+    host_labels = host_selector(cr, service_entries, globals_)
+    return _pods_by_set(cr, find_service(cr, services), pods, drs, host_labels, globals_.istioNamespace)
+
+
+def prometheus_queries(
+    cr: Obj,
+    services: Objects,
+    pods: Objects,
+    destination_rules: Objects,
+    config: LimiterConfig,
+    globals_: GlobalConfig,
+    handlers: Mapping[str, Handler],
+    service_entries: Objects = (),
+) -> dict[str, Query]:
+    """The Prometheus queries for ``cr`` (none with ``disableAdaptive``): each handler's template
+    with the SmartLimiter's namespace, name and its pods per set."""
+    if config.disableAdaptive or not handlers:
+        return {}
+    meta = _meta(cr)
+    by_set = limiter_pods(cr, services, pods, destination_rules, globals_, service_entries)
+    return build_queries(handlers, namespace=_ns(cr), name=str(meta.get("name", "")), pods=by_set)
 
 
 def limiter_context(
     cr: Obj,
-    services: Sequence[Obj],
-    pods: Sequence[Obj],
-    destination_rules: Sequence[Obj],
+    services: Objects,
+    pods: Objects,
+    destination_rules: Objects,
     metrics: Mapping[str, Any],
     config: LimiterConfig,
     globals_: GlobalConfig,
-    service_entries: Sequence[Obj] = (),
+    service_entries: Objects = (),
     pass_label_regex: str = "",
-) -> tuple[LimiterContext, dict[str, str]]:
-    """The render context of ``cr`` and the metric values in it.
+) -> LimiterContext:
+    """The render context of ``cr``; ``ctx.metrics`` holds the metric values it renders with.
 
     Pod counts (``<set>.pod``) come from ``pods``, always: they are never taken from ``metrics``
-    (Prometheus or ``--metrics``), so there is one source for them. With ``disableAdaptive`` the
+    (Prometheus or ``--metrics``), so there is one source for them. A set without Running pods
+    has no count (as upstream): ``100/{{._base.pod}}`` is then a missing metric, which keeps the
+    applied limit, not a division by zero, which would drop it. With ``disableAdaptive`` the
     operator queries no Prometheus, so ``metrics`` is not used at all. ``globals_`` must have
-    defaults filled (``ModuleConfig.globals``).
+    defaults filled (``ModuleConfig.globals``). DestinationRules count in the SmartLimiter's
+    namespace only.
     """
     service = find_service(cr, services)
-    drs = same_namespace(cr, destination_rules)
+    drs = [d for d in _flat(destination_rules) if _ns(d) == _ns(cr)]
     host_labels = host_selector(cr, service_entries, globals_)
     values: dict[str, str] = {}
     if not config.disableAdaptive:
         values.update({str(k): str(v) for k, v in metrics.items() if not is_pod_count(str(k))})
-    by_set = limiter_pods(cr, service, pods, drs, host_labels, globals_.istioNamespace)
-    values.update({f"{s}.pod": str(len(names)) for s, names in (by_set or {}).items()})
-    ctx = LimiterContext(
+    by_set = _pods_by_set(cr, service, pods, drs, host_labels, globals_.istioNamespace)
+    values.update({f"{s}.pod": str(len(names)) for s, names in by_set.items() if names})
+    return LimiterContext(
         service=service,
         destination_rules=drs,
         metrics=values,
@@ -115,7 +153,6 @@ def limiter_context(
         host_selector=host_labels,
         pass_label_regex=pass_label_regex,
     )
-    return ctx, values
 
 
 def is_pod_count(key: str) -> bool:

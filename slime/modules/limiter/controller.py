@@ -21,12 +21,20 @@ import kopf
 from slime.framework import observability
 from slime.framework.conditions import ConditionUpdate, same_conditions, set_conditions
 from slime.framework.kube import CONFIG_MAP, ENVOY_FILTER, Kind, Kube
-from slime.framework.metrics import Backoff, MetricsUnavailableError, PrometheusSource
+from slime.framework.metrics import Backoff, MetricsUnavailableError
+from slime.framework.prometheus import PrometheusSource
 from slime.framework.runtime import ModuleRuntime
 from slime.framework.sync import sync_children
 from slime.modules.limiter.api import GROUP, PLURAL, VERSION, LimiterConfig
 from slime.modules.limiter.context import limiter_context, prometheus_queries
-from slime.modules.limiter.render import METRICS, READY, LimiterResult, envoyfilter_name, render_smartlimiter
+from slime.modules.limiter.render import (
+    METRICS,
+    READY,
+    LimiterResult,
+    envoyfilter_name,
+    pod_namespace,
+    render_smartlimiter,
+)
 from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_config
 
 log = logging.getLogger("slime.limiter")
@@ -72,52 +80,72 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
     handlers = metric.prometheus.handlers if metric and metric.prometheus else {}
 
     # --- indexes: the cluster objects a render needs, kept in memory by kopf's watches
-    @kopf.index("", "v1", "services", registry=registry)
-    def services(namespace: str, name: str, body: kopf.Body, **_: Any) -> Any:
+    @kopf.index("", "v1", "services", registry=registry, id="services")
+    def services(namespace: Any, name: Any, body: kopf.Body, **_: Any) -> Any:
         return {(namespace, name): _plain(body)}
 
-    @kopf.index("", "v1", "pods", registry=registry)
-    def pods(namespace: str, body: kopf.Body, **_: Any) -> Any:
+    @kopf.index("", "v1", "pods", registry=registry, id="pods")
+    def pods(namespace: Any, body: kopf.Body, **_: Any) -> Any:
         return {namespace: _slim_pod(body)}
 
-    @kopf.index("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
-    def destinationrules(namespace: str, body: kopf.Body, **_: Any) -> Any:
+    @kopf.index("networking.istio.io", "v1beta1", "destinationrules", registry=registry, id="destinationrules")
+    def destinationrules(namespace: Any, body: kopf.Body, **_: Any) -> Any:
+        return {namespace: _plain(body)}
+
+    @kopf.index("networking.istio.io", "v1beta1", "serviceentries", registry=registry, id="serviceentries")
+    def serviceentries(namespace: Any, body: kopf.Body, **_: Any) -> Any:
         return {namespace: _plain(body)}
 
     # --- triggers: anything a render depends on wakes the limiters of that namespace
     @kopf.on.event("", "v1", "pods", registry=registry)
     @kopf.on.event("", "v1", "services", registry=registry)
     @kopf.on.event("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
-    def dependency_changed(namespace: str | None, **_: Any) -> None:
+    def dependency_changed(namespace: Any, **_: Any) -> None:
         limiter.poke_namespace(namespace)
 
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def spec_changed(namespace: str, name: str, **_: Any) -> None:
+    def spec_changed(namespace: Any, name: Any, **_: Any) -> None:
         state = limiter.states.get((namespace, name))
         if state:
             state.wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
-    async def evaluate(body: kopf.Body, namespace: str, name: str, stopped: kopf.DaemonStopped,
-                       logger: logging.Logger, **kwargs: Any) -> None:
+    async def evaluate(body: kopf.Body, namespace: Any, name: Any, stopped: Any, logger: Any,
+                       **kwargs: Any) -> None:
         key = (namespace, name)
         state = limiter.states.setdefault(key, LimiterState())
         try:
             while not stopped:
-                delay = await _reconcile_once(limiter, state, body, kwargs, handlers, globals_, logger)
                 try:
-                    await asyncio.wait_for(state.wake.wait(), timeout=delay)
-                    await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of pod events settle
-                except TimeoutError:
-                    pass
-                state.wake.clear()
+                    delay = await _reconcile_once(limiter, state, body, kwargs, handlers, globals_, logger)
+                except Exception as e:  # one bad evaluation must not stop this limiter for good
+                    observability.RECONCILE_ERRORS.labels(kind="SmartLimiter", reason=type(e).__name__).inc()
+                    logger.exception("Failed to evaluate SmartLimiter %s/%s: %s", namespace, name, e)
+                    state.applied_digest = ""
+                    delay = state.backoff.next_delay()
+                await _sleep(state.wake, stopped, delay)
         finally:
             limiter.states.pop(key, None)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=not _rls_writes(config))
-    def remove_rls_entries(namespace: str, name: str, **_: Any) -> None:
+    def remove_rls_entries(namespace: Any, name: Any, **_: Any) -> None:
         # EnvoyFilters go by ownerReference GC; the shared RLS ConfigMap needs us.
         _write_rls(limiter.kube, config, name, namespace, [])
+
+
+async def _sleep(wake: asyncio.Event, stopped: Any, delay: float) -> None:
+    """Until the next evaluation: ``delay`` passes, something wakes us (then debounce), or we stop."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())]
+    done, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if wake.is_set() and not stopped:
+        await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of pod events settle
+    wake.clear()
 
 
 async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body, indexes: dict[str, Any],
@@ -127,17 +155,19 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
     started = time.perf_counter()
     cr = _plain(body)
     ns, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
-    ctx_args = dict(
+    ctx_args: dict[str, Any] = dict(
         cr=cr,
-        services=indexes["services"],
-        pods=indexes["pods"],
-        destination_rules=indexes["destinationrules"],
+        services=indexes["services"].get((ns, name), []),
+        pods=_pods_for(cr, indexes["pods"], globals_.istioNamespace),
+        destination_rules=indexes["destinationrules"].get(ns, []),
+        service_entries=indexes["serviceentries"],
         config=limiter.config,
         globals_=globals_,
     )
-    metrics_condition = ConditionUpdate(METRICS, True, "MetricsRead", "")
     prom_values: dict[str, str] = {}
     queries = prometheus_queries(handlers=handlers, **ctx_args) if limiter.prometheus else {}
+    metrics_condition = ConditionUpdate(METRICS, True, "MetricsRead" if queries else "NoQueries",
+                                        f"{len(queries)} Prometheus queries answered" if queries else "")
     if queries:
         try:
             prom_values = await asyncio.to_thread(limiter.prometheus.query, queries)  # type: ignore[union-attr]
@@ -188,9 +218,13 @@ def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: Li
             if _rls_writes(limiter.config):
                 _write_rls(limiter.kube, limiter.config, name, ns, result.rls_descriptors)
             state.applied_digest = digest
-        if READY not in types:
-            conditions.append(ConditionUpdate(READY, True, "Rendered",
-                                              f"{len(desired)} EnvoyFilter(s) in force"))
+    if READY not in types:  # Ready sums up: false while any other condition reports a problem
+        failing = next((c for c in conditions if c.status_text == "False"), None)
+        if failing is not None:
+            conditions.append(ConditionUpdate(READY, False, failing.reason, failing.message))
+        elif result.valid:
+            in_force = f"{len(result.envoyfilters)} EnvoyFilter(s) in force"
+            conditions.append(ConditionUpdate(READY, True, "Rendered", in_force))
     _write_status(limiter.kube, cr, result.status if result.valid else None, conditions)
 
 
@@ -256,9 +290,15 @@ def _write_rls(kube: Kube, config: LimiterConfig, name: str, namespace: str,
 # --- small helpers
 
 
+def _pods_for(cr: dict[str, Any], pods_index: Any, istio_namespace: str) -> Any:
+    """The pods a limiter may count: its namespace's, or all for one in the Istio root namespace."""
+    ns = pod_namespace(cr, istio_namespace)
+    return pods_index if ns is None else pods_index.get(ns, [])
+
+
 def _plain(body: Any) -> dict[str, Any]:
     """A plain, JSON-safe copy of a kopf body (kopf's views must not leak into renders)."""
-    return json.loads(json.dumps(dict(body), default=dict))  # type: ignore[no-any-return]
+    return json.loads(json.dumps(dict(body), default=dict))
 
 
 def _slim_pod(body: Any) -> dict[str, Any]:

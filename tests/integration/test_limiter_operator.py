@@ -1,0 +1,223 @@
+"""The limiter module end to end: `slime run` on the real local control plane with a real
+Prometheus scraping a test exporter. EnvoyFilters follow metrics and pod counts, are
+garbage-collected with their SmartLimiter, and survive a Prometheus outage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.conftest import PrometheusStack
+from tests.integration.operator_proc import Operator, wait_until
+from tests.integration.prom import TestExporter, run_prometheus
+
+GROUP, VERSION, PLURAL = "microservice.slime.io", "v1alpha2", "smartlimiters"
+CPU_QUERY = 'sum(container_cpu_usage_seconds_total{namespace="$namespace",pod=~"$pod_name"})'
+RLS_CM = "rate-limit-config"
+
+
+def module_config(prometheus_url: str, rls_namespace: str = "istio-system") -> dict[str, Any]:
+    return {
+        "name": "limiter", "kind": "limiter", "enable": True,
+        "general": {
+            "refresh": "1s",
+            "rlsConfigMap": {"name": RLS_CM, "namespace": rls_namespace},
+            "rls": {"service": "rate-limit.istio-system.svc.cluster.local", "port": 18081},
+        },
+        "metric": {"prometheus": {"address": prometheus_url, "handlers": {"cpu.sum": {"query": CPU_QUERY}}}},
+    }
+
+
+def start_operator(kubeconfig: Path, tmp_path: Path, config: dict[str, Any], name: str) -> Operator:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return Operator(kubeconfig, tmp_path / f"{name}.log", modules="limiter",
+                    extra=["--config", str(path)]).wait_alive()
+
+
+@pytest.fixture(scope="module")
+def limiter_operator(kubeconfig: Path, prometheus_stack: PrometheusStack,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = start_operator(kubeconfig, tmp_path_factory.mktemp("limiter"), module_config(prometheus_stack.url), "op")
+    yield op
+    assert op.stop() == 0, op.output()[-3000:]
+
+
+# --- cluster helpers
+
+
+def make_service(api: k8s.ApiClient, ns: str, name: str, labels: dict[str, str]) -> None:
+    k8s.CoreV1Api(api).create_namespaced_service(ns, {
+        "metadata": {"name": name}, "spec": {"selector": labels, "ports": [{"name": "http", "port": 9080}]}})
+
+
+def make_running_pod(api: k8s.ApiClient, ns: str, name: str, labels: dict[str, str], ip: str) -> None:
+    """A Pod as a kubelet would report it (there is no kubelet here): Running, with an IP."""
+    core = k8s.CoreV1Api(api)
+    core.create_namespaced_pod(ns, {"metadata": {"name": name, "labels": labels},
+                                    "spec": {"containers": [{"name": "app", "image": "app"}]}})
+    core.patch_namespaced_pod_status(name, ns, {"status": {"phase": "Running", "podIP": ip,
+                                                           "podIPs": [{"ip": ip}]}})
+
+
+def smartlimiter(ns: str, name: str, condition: str, quota: str, **action: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SmartLimiter", "metadata": {"name": name, "namespace": ns},
+        "spec": {"sets": {"_base": {"descriptor": [{
+            "action": {"fill_interval": {"seconds": 60}, "quota": quota, **action},
+            "condition": condition, "target": {"port": 9080},
+        }]}}},
+    }
+
+
+def envoyfilter(api: k8s.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        obj: dict[str, Any] = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+            "networking.istio.io", "v1alpha3", ns, "envoyfilters", f"{name}.{ns}.ratelimit")
+        return obj
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def tokens(ef: dict[str, Any] | None) -> int | None:
+    """maxTokens of the (first) local rate limit descriptor the EnvoyFilter carries."""
+    if ef is None:
+        return None
+    descriptors = _find(ef["spec"], "descriptors")
+    return int(descriptors[0]["tokenBucket"]["maxTokens"]) if descriptors else None
+
+
+def _find(node: Any, key: str) -> Any:
+    if isinstance(node, dict):
+        if key in node:
+            return node[key]
+        node = list(node.values())
+    if isinstance(node, list):
+        for child in node:
+            hit = _find(child, key)
+            if hit is not None:
+                return hit
+    return None
+
+
+def condition(api: k8s.ApiClient, ns: str, name: str, type_: str) -> dict[str, Any] | None:
+    obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def create(api: k8s.ApiClient, obj: dict[str, Any]) -> None:
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, obj["metadata"]["namespace"],
+                                                              PLURAL, obj)
+
+
+# --- tests
+
+
+def test_average_quota_follows_pod_count_and_gc_on_delete(limiter_operator: Operator, k8s_api: k8s.ApiClient,
+                                                          namespace: str) -> None:
+    labels = {"app": "reviews"}
+    make_service(k8s_api, namespace, "reviews", labels)
+    make_running_pod(k8s_api, namespace, "reviews-1", labels, "10.1.0.1")
+    make_running_pod(k8s_api, namespace, "reviews-2", labels, "10.1.0.2")
+    create(k8s_api, smartlimiter(namespace, "reviews", "true", "100/{{._base.pod}}", strategy="average"))
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "reviews")) == 50, 20, "quota 100/2 = 50")
+    ef = envoyfilter(k8s_api, namespace, "reviews")
+    assert ef is not None and ef["metadata"]["ownerReferences"][0]["kind"] == "SmartLimiter"
+    make_running_pod(k8s_api, namespace, "reviews-3", labels, "10.1.0.3")
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "reviews")) == 34, 20, "quota 100/3 rounds up to 34")
+    ready = wait_until(lambda: condition(k8s_api, namespace, "reviews", "Ready"), 10, "Ready condition")
+    assert ready["status"] == "True"
+    k8s.CustomObjectsApi(k8s_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "reviews")
+    wait_until(lambda: envoyfilter(k8s_api, namespace, "reviews") is None, 60, "EnvoyFilter garbage-collected")
+
+
+def test_condition_on_prometheus_metric_adds_and_removes_the_limit(
+        limiter_operator: Operator, prometheus_stack: PrometheusStack, k8s_api: k8s.ApiClient,
+        namespace: str) -> None:
+    labels = {"app": "ratings"}
+    make_service(k8s_api, namespace, "ratings", labels)
+    make_running_pod(k8s_api, namespace, "ratings-1", labels, "10.2.0.1")
+    exporter = prometheus_stack.exporter
+    exporter.set_cpu(namespace, "ratings-1", 50)
+    create(k8s_api, smartlimiter(namespace, "ratings", "{{._base.cpu.sum}}>100", "10"))
+    wait_until(lambda: (condition(k8s_api, namespace, "ratings", "Ready") or {}).get("status") == "True", 30,
+               "first evaluation")
+    assert envoyfilter(k8s_api, namespace, "ratings") is None  # 50 > 100 is false: no limit
+    exporter.set_cpu(namespace, "ratings-1", 150)
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "ratings")) == 10, 30, "limit once cpu > 100")
+    exporter.set_cpu(namespace, "ratings-1", 20)
+    wait_until(lambda: envoyfilter(k8s_api, namespace, "ratings") is None, 30, "limit removed once cpu <= 100")
+
+
+def test_bad_limiter_reports_itself_and_others_still_work(limiter_operator: Operator, k8s_api: k8s.ApiClient,
+                                                           namespace: str) -> None:
+    make_service(k8s_api, namespace, "good", {"app": "good"})
+    make_service(k8s_api, namespace, "bad", {"app": "bad"})
+    create(k8s_api, smartlimiter(namespace, "bad", "1 >> 3", "10"))
+    create(k8s_api, smartlimiter(namespace, "good", "true", "7"))
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "good")) == 7, 20, "the good limiter's filter")
+    ready = wait_until(lambda: condition(k8s_api, namespace, "bad", "Ready"), 20, "the bad limiter's condition")
+    assert ready["status"] == "False" and "position" in ready["message"], ready
+    assert envoyfilter(k8s_api, namespace, "bad") is None
+
+
+def test_global_strategy_maintains_its_own_rls_entries(limiter_operator: Operator, k8s_api: k8s.ApiClient,
+                                                       namespace: str) -> None:
+    core = k8s.CoreV1Api(k8s_api)
+    other = {"key": "generic_key", "value": "Service[someone.else]-Id[1]",
+             "rate_limit": {"requests_per_unit": 1, "unit": "SECOND"}}
+    body = {"metadata": {"name": RLS_CM},
+            "data": {"config.yaml": yaml.safe_dump({"domain": "slime", "descriptors": [other]})}}
+    try:
+        core.create_namespaced_config_map("istio-system", body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        core.replace_namespaced_config_map(RLS_CM, "istio-system", body)
+    make_service(k8s_api, namespace, "details", {"app": "details"})
+    create(k8s_api, smartlimiter(namespace, "details", "true", "5", strategy="global"))
+
+    def rls() -> list[dict[str, Any]]:
+        cm = core.read_namespaced_config_map(RLS_CM, "istio-system")
+        return list(yaml.safe_load(cm.data["config.yaml"]).get("descriptors") or [])
+
+    mine = f"Service[details.{namespace}]-"
+    wait_until(lambda: any(str(d.get("value", "")).startswith(mine) for d in rls()), 20, "our RLS entry")
+    assert other in rls()
+    assert envoyfilter(k8s_api, namespace, "details") is not None
+    k8s.CustomObjectsApi(k8s_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "details")
+    wait_until(lambda: not any(str(d.get("value", "")).startswith(mine) for d in rls()), 20, "our entry removed")
+    assert other in rls()  # someone else's entry is left alone
+
+
+def test_prometheus_outage_keeps_the_last_limits(kubeconfig: Path, k8s_api: k8s.ApiClient, namespace: str,
+                                                 tmp_path: Path, limiter_operator: Operator) -> None:
+    limiter_operator.stop()  # this test runs its own operator against a Prometheus it can stop
+    labels = {"app": "outage"}
+    make_service(k8s_api, namespace, "outage", labels)
+    make_running_pod(k8s_api, namespace, "outage-1", labels, "10.3.0.1")
+    with TestExporter() as exporter:
+        exporter.set_cpu(namespace, "outage-1", 500)
+        prom = run_prometheus([exporter.target])
+        url = prom.__enter__()
+        op = start_operator(kubeconfig, tmp_path, module_config(url), "outage-op")
+        try:
+            create(k8s_api, smartlimiter(namespace, "outage", "{{._base.cpu.sum}}>100", "9"))
+            wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "outage")) == 9, 30, "limit in force")
+            prom.__exit__(None, None, None)
+            cond = wait_until(
+                lambda: (c := condition(k8s_api, namespace, "outage", "MetricsAvailable")) and c["status"] == "False"
+                and c, 30, "MetricsAvailable=False")
+            assert cond["reason"] == "PrometheusUnreachable", cond
+            assert tokens(envoyfilter(k8s_api, namespace, "outage")) == 9  # the last limit stays
+        finally:
+            prom.__exit__(None, None, None)
+            assert op.stop() == 0
