@@ -4,6 +4,7 @@ garbage-collected with their SmartLimiter, and survive a Prometheus outage."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,31 @@ def create(api: k8s.ApiClient, obj: dict[str, Any]) -> None:
 
 
 # --- tests
+
+
+def api_writes(op: Operator) -> float:
+    total = 0.0
+    for line in op.get(op.metrics, "/metrics").splitlines():
+        if line.startswith("slime_api_writes_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_no_api_writes_while_nothing_changes(limiter_operator: Operator, k8s_api: k8s.ApiClient,
+                                             namespace: str) -> None:
+    labels = {"app": "quiet"}
+    make_service(k8s_api, namespace, "quiet", labels)
+    make_running_pod(k8s_api, namespace, "quiet-1", labels, "10.4.0.1")
+    create(k8s_api, smartlimiter(namespace, "quiet", "true", "100/{{._base.pod}}"))
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "quiet")) == 100, 20, "the first render")
+    wait_until(lambda: condition(k8s_api, namespace, "quiet", "Ready"), 10, "status written")
+    time.sleep(1.5)  # let the status write of the first render settle
+    before = api_writes(limiter_operator)
+    time.sleep(3.5)  # three refreshes (refresh: 1s) with nothing changing
+    assert api_writes(limiter_operator) == before
+    make_running_pod(k8s_api, namespace, "quiet-2", labels, "10.4.0.2")  # a real change is still written
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "quiet")) == 50, 20, "quota 100/2 after a new pod")
+    assert api_writes(limiter_operator) > before
 
 
 def test_average_quota_follows_pod_count_and_gc_on_delete(limiter_operator: Operator, k8s_api: k8s.ApiClient,
