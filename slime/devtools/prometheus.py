@@ -95,7 +95,8 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 
 @contextmanager
 def run_prometheus(
-    targets: Sequence[str], scrape_interval: str | float = "0.5s", wait_for_samples: bool = True
+    targets: Sequence[str], scrape_interval: str | float = "0.5s", wait_for_samples: bool = True,
+    port: int | None = None,
 ) -> Iterator[str]:
     """Start /usr/bin/prometheus scraping ``targets`` (``host:port``); yield its URL.
 
@@ -112,7 +113,7 @@ def run_prometheus(
         }
         cfg.write_text(yaml.safe_dump(config))
         log = Path(tmp) / "prometheus.log"
-        proc, url = _start(cfg, Path(tmp) / "data", log)
+        proc, url = _start(cfg, Path(tmp) / "data", log, port)
         try:
             if wait_for_samples and targets:
                 wait_until(
@@ -125,10 +126,10 @@ def run_prometheus(
             _stop(proc)
 
 
-def _start(cfg: Path, data: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start(cfg: Path, data: Path, log: Path, fixed_port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     # The port is picked free then bound by Prometheus: retry if another process took it meanwhile.
-    for _ in range(3):
-        port = free_port()
+    for _ in range(1 if fixed_port else 3):
+        port = fixed_port or free_port()
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [

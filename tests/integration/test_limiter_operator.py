@@ -244,6 +244,12 @@ def test_prometheus_outage_keeps_the_last_limits(kubeconfig: Path, k8s_api: k8s.
                 and c, 30, "MetricsAvailable=False")
             assert cond["reason"] == "PrometheusUnreachable", cond
             assert tokens(envoyfilter(k8s_api, namespace, "outage")) == 9  # the last limit stays
+            port = int(url.rsplit(":", 1)[1])
+            with run_prometheus([exporter.target], port=port):  # back on the same address
+                wait_until(lambda: (condition(k8s_api, namespace, "outage", "MetricsAvailable") or {}).get("status")
+                           == "True", 30, "recovery by itself")
+                exporter.set_cpu(namespace, "outage-1", 10)
+                wait_until(lambda: envoyfilter(k8s_api, namespace, "outage") is None, 30, "fresh data used again")
         finally:
             prom.__exit__(None, None, None)
             assert op.stop() == 0
