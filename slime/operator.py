@@ -107,6 +107,15 @@ def ensure_peering(options: RunOptions) -> None:
                         PEERING_NAME, e.reason)
 
 
+class QuietWatchHandlers(logging.Filter):
+    """Drop kopf's "Handler ... succeeded." for handlers that only note a change (one per pod
+    event would drown the log); failures and everything else still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (record.levelno == logging.INFO and "_changed' succeeded." in message)
+
+
 def run(options: RunOptions, stop_flag: threading.Event | None = None,
         ready_flag: threading.Event | None = None) -> None:
     if options.kubeconfig:
@@ -114,6 +123,7 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
     kopf.configure(verbose=options.verbose,
                    log_format=kopf.LogFormat.JSON if options.log_json else kopf.LogFormat.FULL,
                    log_refkey="object" if options.log_json else None)
+    logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers())
     runtimes = module_runtimes(options)
     if options.peering:
         ensure_peering(options)
