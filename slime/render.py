@@ -332,7 +332,9 @@ def render_paths(
     return render_objects(sources, configs, metrics, notes)
 
 
-class _Dumper(yaml.SafeDumper):
+class YamlDumper(yaml.SafeDumper):
+    """No anchors/aliases; multi-line strings as literal blocks."""
+
     def ignore_aliases(self, data: Any) -> bool:
         return True
 
@@ -342,9 +344,9 @@ def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
 
 
-_Dumper.add_representer(str, _str)
+YamlDumper.add_representer(str, _str)
 
 
 def dump_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
     """The objects as a YAML stream, keys in render order."""
-    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(objects, Dumper=YamlDumper, sort_keys=False, default_flow_style=False)

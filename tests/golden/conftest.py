@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from slime.render import YamlDumper
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -21,17 +23,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-class _NoAliasDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
-    # multi-line text (an embedded config file) as a readable literal block
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
-
-
-_NoAliasDumper.add_representer(str, _str)
 
 
 @pytest.fixture
@@ -41,7 +32,7 @@ def golden(request: pytest.FixtureRequest) -> Callable[[Path, Any], None]:
     def check(path: Path, actual: Any) -> None:
         text = yaml.dump(
             actual,
-            Dumper=_NoAliasDumper,
+            Dumper=YamlDumper,
             sort_keys=False,
             default_flow_style=False,
             allow_unicode=True,
