@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import ctypes
 import datetime
 import http.client
 import ipaddress
@@ -36,6 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from slime.devtools import die_with_parent
+
 log = logging.getLogger(__name__)
 
 # Only meaningful for a source checkout; a non-editable install has no hack/ next to the package.
@@ -50,7 +51,6 @@ KCM_CONTROLLERS = (
 DEFAULT_NAMESPACES = ("istio-system", "mesh-operator")
 SERVICE_CIDR = "10.0.0.0/24"
 BINARIES = ("kube-apiserver", "kube-controller-manager")
-_PR_SET_PDEATHSIG = 1
 
 
 class DevClusterError(RuntimeError):
@@ -279,12 +279,6 @@ def admin_kubeconfig(server: str, pki: Pki, name: str = "slime-dev") -> dict[str
 
 # ---------------------------------------------------------------------------------------------
 # Processes
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: the kernel SIGKILLs it when the Python process dies.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -530,7 +524,7 @@ class DevCluster:
             cwd=self.workdir,
             # own session: a terminal Ctrl-C reaches only us, and we stop the children in order
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent,
         )
         proc = _Proc(name, popen, log_path, log_file)
         self._procs.append(proc)
