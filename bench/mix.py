@@ -36,8 +36,9 @@ class Item:
         return [f"{self.name}-{i}" for i in range(PODS[self.kind])]
 
     def service(self) -> dict[str, Any]:
+        # Headless: the dev cluster's /24 service range holds only ~250 cluster IPs (the limiter uses the selector).
         return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": self.name, "namespace": self.namespace},
-                "spec": {"selector": self.labels, "ports": [{"name": "http", "port": 9080}]}}
+                "spec": {"clusterIP": "None", "selector": self.labels, "ports": [{"name": "http", "port": 9080}]}}
 
     def pods(self) -> list[dict[str, Any]]:
         """As a kubelet would report them (Running), for the pure render's context."""

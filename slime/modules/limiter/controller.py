@@ -33,6 +33,7 @@ from slime.modules.limiter.render import (
     LimiterResult,
     envoyfilter_name,
     pod_namespace,
+    pod_selector,
     render_smartlimiter,
 )
 from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_config
@@ -50,7 +51,11 @@ class LimiterState:
     applied_digest: str = ""
     refreshes: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
-    last_metrics: dict[str, str] = field(default_factory=dict)
+    # Which pods this limiter counts, from its last evaluation, so that a pod event wakes only
+    # the limiters that count it. Until the first evaluation any pod of the namespace does.
+    evaluated: bool = False
+    selector: dict[str, str] | None = None  # None: counts no pods
+    pod_namespace: str | None = None  # None: all namespaces (a limiter in the Istio root namespace)
 
 
 @dataclass
@@ -67,6 +72,21 @@ class Limiter:
     def poke_namespace(self, namespace: str | None) -> None:
         for (ns, _), state in self.states.items():
             if namespace is None or ns == namespace:
+                state.wake.set()
+
+    def poke_name(self, namespace: str | None, name: str | None) -> None:
+        state = self.states.get((namespace or "", name or ""))
+        if state:
+            state.wake.set()
+
+    def poke_pod(self, namespace: str | None, labels: dict[str, str]) -> None:
+        """Wake the limiters that count this pod (their selector is a subset of its labels)."""
+        for (ns, _), state in self.states.items():
+            if not state.evaluated:
+                if ns == namespace:
+                    state.wake.set()
+            elif state.selector is not None and state.pod_namespace in (None, namespace) and all(
+                    labels.get(k) == v for k, v in state.selector.items()):
                 state.wake.set()
 
 
@@ -98,16 +118,20 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
 
     # --- triggers: anything a render depends on wakes the limiters of that namespace
     @kopf.on.event("", "v1", "pods", registry=registry)
+    def pod_changed(namespace: Any, labels: Any, **_: Any) -> None:
+        limiter.poke_pod(namespace, dict(labels or {}))
+
     @kopf.on.event("", "v1", "services", registry=registry)
+    def service_changed(namespace: Any, name: Any, **_: Any) -> None:
+        limiter.poke_name(namespace, name)  # a SmartLimiter limits the Service of its own name
+
     @kopf.on.event("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
-    def dependency_changed(namespace: Any, **_: Any) -> None:
+    def destinationrule_changed(namespace: Any, **_: Any) -> None:
         limiter.poke_namespace(namespace)
 
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     def spec_changed(namespace: Any, name: Any, **_: Any) -> None:
-        state = limiter.states.get((namespace, name))
-        if state:
-            state.wake.set()
+        limiter.poke_name(namespace, name)
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def evaluate(body: kopf.Body, namespace: Any, name: Any, stopped: Any, logger: Any,
@@ -183,6 +207,9 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
             observability.RECONCILES.labels(kind="SmartLimiter", result="metrics_unavailable").inc()
             return delay
     ctx = limiter_context(metrics=prom_values, **ctx_args)
+    state.selector = pod_selector(cr, ctx.service, ctx.host_selector)
+    state.pod_namespace = pod_namespace(cr, globals_.istioNamespace)
+    state.evaluated = True
     result = render_smartlimiter(cr, ctx)
     if not result.in_scope:
         return refresh

@@ -1,0 +1,40 @@
+"""Which SmartLimiters a cluster event wakes: only those whose render can change."""
+
+from __future__ import annotations
+
+from slime.framework.runtime import ModuleRuntime
+from slime.modules.limiter.api import LimiterConfig
+from slime.modules.limiter.controller import Limiter, LimiterState
+
+
+def limiter_with(**states: LimiterState) -> Limiter:
+    limiter = Limiter(runtime=ModuleRuntime(name="limiter", kind="limiter", config=None), config=LimiterConfig())
+    for key, state in states.items():
+        ns, name = key.split("__")
+        limiter.states[(ns, name)] = state
+    return limiter
+
+
+def woken(limiter: Limiter) -> set[str]:
+    return {f"{ns}/{name}" for (ns, name), s in limiter.states.items() if s.wake.is_set()}
+
+
+def test_pod_event_wakes_only_limiters_counting_that_pod() -> None:
+    limiter = limiter_with(
+        a__reviews=LimiterState(evaluated=True, selector={"app": "reviews"}, pod_namespace="a"),
+        a__ratings=LimiterState(evaluated=True, selector={"app": "ratings"}, pod_namespace="a"),
+        a__gateway=LimiterState(evaluated=True, selector=None, pod_namespace="a"),
+        a__new=LimiterState(),  # not evaluated yet: any pod of its namespace may matter
+        b__new=LimiterState(),
+        root__mesh=LimiterState(evaluated=True, selector={"app": "reviews"}, pod_namespace=None),
+    )
+    limiter.poke_pod("a", {"app": "reviews", "version": "v1"})
+    assert woken(limiter) == {"a/reviews", "a/new", "root/mesh"}
+
+
+def test_service_and_spec_events_wake_the_limiter_of_that_name() -> None:
+    limiter = limiter_with(a__reviews=LimiterState(), a__ratings=LimiterState(), b__reviews=LimiterState())
+    limiter.poke_name("a", "reviews")
+    assert woken(limiter) == {"a/reviews"}
+    limiter.poke_namespace("b")
+    assert woken(limiter) == {"a/reviews", "b/reviews"}
