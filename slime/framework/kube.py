@@ -100,6 +100,12 @@ class Kube:
             body=obj, content_type="application/apply-patch+yaml",
         )
 
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        kind = kind_of(obj)
+        observability.API_WRITES.labels(verb="create", kind=kind.kind).inc()
+        return self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj,
+                          query={"fieldManager": FIELD_MANAGER})
+
     def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: dict[str, Any],
                     *, subresource: str = "") -> dict[str, Any]:
         path = kind.path(namespace, name) + (f"/{subresource}" if subresource else "")

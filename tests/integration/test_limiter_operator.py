@@ -224,6 +224,23 @@ def test_global_strategy_maintains_its_own_rls_entries(limiter_operator: Operato
     assert other in rls()  # someone else's entry is left alone
 
 
+def test_many_global_limiters_at_once_lose_no_rls_entry(limiter_operator: Operator, k8s_api: k8s.ApiClient,
+                                                        namespace: str) -> None:
+    # All of them rewrite one shared ConfigMap at the same moment: none may overwrite another.
+    names = [f"burst-{i}" for i in range(15)]
+    for name in names:
+        make_service(k8s_api, namespace, name, {"app": name})
+        create(k8s_api, smartlimiter(namespace, name, "true", "5", strategy="global"))
+    core = k8s.CoreV1Api(k8s_api)
+
+    def present() -> set[str]:
+        cm = core.read_namespaced_config_map(RLS_CM, "istio-system")
+        values = {str(d.get("value", "")) for d in yaml.safe_load(cm.data["config.yaml"]).get("descriptors") or []}
+        return {n for n in names if any(v.startswith(f"Service[{n}.{namespace}]-") for v in values)}
+
+    wait_until(lambda: present() == set(names), 60, "every limiter's RLS entry")
+
+
 def test_prometheus_outage_keeps_the_last_limits(kubeconfig: Path, k8s_api: k8s.ApiClient, namespace: str,
                                                  tmp_path: Path, limiter_operator: Operator) -> None:
     limiter_operator.stop()  # this test runs its own operator against a Prometheus it can stop

@@ -12,11 +12,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from slime.framework import observability
 from slime.framework.conditions import ConditionUpdate, same_conditions, set_conditions
@@ -40,7 +42,11 @@ from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_config
 
 log = logging.getLogger("slime.limiter")
 DEBOUNCE_SECONDS = 0.3
-FULL_RESYNC_EVERY = 60  # refreshes: re-list children now and then to repair drift
+# A limiter whose expressions need no Prometheus value changes only through events (its
+# spec, pods, Service, DestinationRules), which wake it; the timer is then only a safety net.
+IDLE_RESYNC_SECONDS = 60.0
+FULL_RESYNC_SECONDS = 300.0  # re-list children now and then to repair drift made by others
+RLS_WRITE_ATTEMPTS = 5
 
 
 @dataclass
@@ -49,7 +55,7 @@ class LimiterState:
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     applied_digest: str = ""
-    refreshes: int = 0
+    last_full_sync: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
     # Which pods this limiter counts, from its last evaluation, so that a pod event wakes only
     # the limiters that count it. Until the first evaluation any pod of the namespace does.
@@ -212,7 +218,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
     state.evaluated = True
     result = render_smartlimiter(cr, ctx)
     if not result.in_scope:
-        return refresh
+        return max(refresh, IDLE_RESYNC_SECONDS)
     try:
         await asyncio.to_thread(_apply, limiter, state, cr, result, metrics_condition)
         observability.RECONCILES.labels(kind="SmartLimiter", result="ok").inc()
@@ -223,7 +229,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
         return min(state.backoff.next_delay(), refresh)
     finally:
         observability.RECONCILE_SECONDS.labels(kind="SmartLimiter").observe(time.perf_counter() - started)
-    return refresh
+    return refresh if queries else max(refresh, IDLE_RESYNC_SECONDS)
 
 
 def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: LimiterResult,
@@ -238,13 +244,13 @@ def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: Li
         desired = [ef for ef in result.envoyfilters if not _of_sets(ef, result.incomplete_sets, ns, name)]
         keep = [envoyfilter_name(name, ns, s) for s in result.incomplete_sets]
         digest = _digest(cr["metadata"]["uid"], desired, keep, result.rls_descriptors)
-        state.refreshes += 1
-        resync = state.refreshes % FULL_RESYNC_EVERY == 0
+        resync = time.monotonic() - state.last_full_sync > FULL_RESYNC_SECONDS
         if digest != state.applied_digest or resync:
             _sync_envoyfilters(limiter.kube, cr, desired, keep)
             if _rls_writes(limiter.config):
                 _write_rls(limiter.kube, limiter.config, name, ns, result.rls_descriptors)
             state.applied_digest = digest
+            state.last_full_sync = time.monotonic()
     if READY not in types:  # Ready sums up: false while any other condition reports a problem
         failing = next((c for c in conditions if c.status_text == "False"), None)
         if failing is not None:
@@ -294,24 +300,38 @@ def _rls_writes(config: LimiterConfig) -> bool:
 
 def _write_rls(kube: Kube, config: LimiterConfig, name: str, namespace: str,
                descriptors: list[dict[str, Any]]) -> None:
-    """Replace this limiter's entries in the shared RLS ConfigMap; leave others' alone."""
+    """Replace this limiter's entries in the shared RLS ConfigMap; leave others' alone.
+
+    Many limiters (and maybe other tools) edit one ConfigMap: read-modify-write with the
+    read's resourceVersion as a precondition, and start over when someone wrote in between.
+    """
     if not _rls_writes(config):
         return
     assert config.rlsConfigMap is not None
-    cm_ns = config.rlsConfigMap.namespace or "istio-system"
-    cm = kube.get(CONFIG_MAP, cm_ns, config.rlsConfigMap.name)
-    text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
-    merged = merge_rls_config(text, name, namespace, descriptors, domain=config.domain)
-    if cm is not None and merged == text:
-        return
-    if cm is None and not descriptors:
-        return
-    patch = {"data": {CONFIG_KEY: merged}}
-    if cm is None:
-        kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                    "metadata": {"name": config.rlsConfigMap.name, "namespace": cm_ns}, **patch})
-    else:  # a merge patch keeps other keys and other managers' fields
-        kube.merge_patch(CONFIG_MAP, cm_ns, config.rlsConfigMap.name, patch)
+    cm_name, cm_ns = config.rlsConfigMap.name, config.rlsConfigMap.namespace or "istio-system"
+    with _RLS_LOCK:  # in this process, one writer at a time: conflicts only come from outside
+        for _ in range(RLS_WRITE_ATTEMPTS):
+            cm = kube.get(CONFIG_MAP, cm_ns, cm_name)
+            text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
+            merged = merge_rls_config(text, name, namespace, descriptors, domain=config.domain)
+            if merged == text or (cm is None and not descriptors):
+                return
+            try:
+                if cm is None:
+                    kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                 "metadata": {"name": cm_name, "namespace": cm_ns}, "data": {CONFIG_KEY: merged}})
+                else:
+                    kube.merge_patch(CONFIG_MAP, cm_ns, cm_name, {
+                        "metadata": {"resourceVersion": cm["metadata"]["resourceVersion"]},
+                        "data": {CONFIG_KEY: merged}})
+                return
+            except ApiException as e:
+                if e.status != 409:  # 409: changed (or created) since we read it
+                    raise
+        raise RuntimeError(f"RLS ConfigMap {cm_ns}/{cm_name} kept changing; will retry")
+
+
+_RLS_LOCK = threading.Lock()
 
 
 # --- small helpers
