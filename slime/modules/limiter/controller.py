@@ -9,11 +9,13 @@ blocking calls are Prometheus queries and API writes, both in worker threads.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +40,7 @@ from slime.modules.limiter.render import (
     pod_selector,
     render_smartlimiter,
 )
-from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_config
+from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_updates
 
 log = logging.getLogger("slime.limiter")
 DEBOUNCE_SECONDS = 0.3
@@ -74,6 +76,10 @@ class Limiter:
     @property
     def kube(self) -> Kube:
         return self.runtime.kube
+
+    @functools.cached_property
+    def rls(self) -> RlsWriter:
+        return RlsWriter(self.kube, self.config)
 
     def poke_namespace(self, namespace: str | None) -> None:
         for (ns, _), state in self.states.items():
@@ -157,10 +163,10 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
         finally:
             limiter.states.pop(key, None)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=not _rls_writes(config))
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=not limiter.rls.enabled)
     def remove_rls_entries(namespace: Any, name: Any, **_: Any) -> None:
         # EnvoyFilters go by ownerReference GC; the shared RLS ConfigMap needs us.
-        _write_rls(limiter.kube, config, name, namespace, [])
+        limiter.rls.write(name, namespace, [])
 
 
 async def _sleep(wake: asyncio.Event, stopped: Any, delay: float) -> None:
@@ -247,8 +253,7 @@ def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: Li
         resync = time.monotonic() - state.last_full_sync > FULL_RESYNC_SECONDS
         if digest != state.applied_digest or resync:
             _sync_envoyfilters(limiter.kube, cr, desired, keep)
-            if _rls_writes(limiter.config):
-                _write_rls(limiter.kube, limiter.config, name, ns, result.rls_descriptors)
+            limiter.rls.write(name, ns, result.rls_descriptors)
             state.applied_digest = digest
             state.last_full_sync = time.monotonic()
     if READY not in types:  # Ready sums up: false while any other condition reports a problem
@@ -294,34 +299,67 @@ def _write_status(kube: Kube, cr: dict[str, Any], fields: dict[str, Any] | None,
                          subresource="status")
 
 
-def _rls_writes(config: LimiterConfig) -> bool:
-    return bool(config.rlsConfigMap and config.rlsConfigMap.name and not config.disableGlobalRateLimit)
+class RlsWriter:
+    """Writes SmartLimiters' entries into the one RLS ConfigMap they share.
 
-
-def _write_rls(kube: Kube, config: LimiterConfig, name: str, namespace: str,
-               descriptors: list[dict[str, Any]]) -> None:
-    """Replace this limiter's entries in the shared RLS ConfigMap; leave others' alone.
-
-    Many limiters (and maybe other tools) edit one ConfigMap: read-modify-write with the
-    read's resourceVersion as a precondition, and start over when someone wrote in between.
+    Group commit: a caller queues its entries and the first to get the write lock writes
+    everything queued in one read-modify-write, so a burst of global limiters costs a few
+    writes, not one parse and dump of an ever larger file each. The read's resourceVersion
+    is a precondition of the write: when someone else wrote in between, start over.
     """
-    if not _rls_writes(config):
-        return
-    assert config.rlsConfigMap is not None
-    cm_name, cm_ns = config.rlsConfigMap.name, config.rlsConfigMap.namespace or "istio-system"
-    with _RLS_LOCK:  # in this process, one writer at a time: conflicts only come from outside
+
+    def __init__(self, kube: Kube, config: LimiterConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self._queue: dict[tuple[str, str], tuple[list[dict[str, Any]], Future[None]]] = {}
+        self._queue_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        cm = self.config.rlsConfigMap
+        return bool(cm and cm.name and not self.config.disableGlobalRateLimit)
+
+    def write(self, name: str, namespace: str, descriptors: list[dict[str, Any]]) -> None:
+        """Blocks until this limiter's entries (none: removed) are in the ConfigMap."""
+        if not self.enabled:
+            return
+        done: Future[None] = Future()
+        with self._queue_lock:
+            superseded = self._queue.get((name, namespace))
+            self._queue[(name, namespace)] = (descriptors, done)
+        if superseded is not None:
+            superseded[1].set_result(None)  # its entries are replaced by ours, in the same write
+        with self._write_lock:
+            if not done.done():
+                with self._queue_lock:
+                    batch, self._queue = self._queue, {}
+                try:
+                    self._write_batch({key: entries for key, (entries, _) in batch.items()})
+                except Exception as e:
+                    for _, waiter in batch.values():
+                        waiter.set_exception(e)
+                else:
+                    for _, waiter in batch.values():
+                        waiter.set_result(None)
+        done.result()
+
+    def _write_batch(self, updates: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        assert self.config.rlsConfigMap is not None
+        cm_name, cm_ns = self.config.rlsConfigMap.name, self.config.rlsConfigMap.namespace or "istio-system"
         for _ in range(RLS_WRITE_ATTEMPTS):
-            cm = kube.get(CONFIG_MAP, cm_ns, cm_name)
+            cm = self.kube.get(CONFIG_MAP, cm_ns, cm_name)
             text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
-            merged = merge_rls_config(text, name, namespace, descriptors, domain=config.domain)
-            if merged == text or (cm is None and not descriptors):
+            merged = merge_rls_updates(text, updates, domain=self.config.domain)
+            if merged == text or (cm is None and not any(updates.values())):
                 return
             try:
                 if cm is None:
-                    kube.create({"apiVersion": "v1", "kind": "ConfigMap",
-                                 "metadata": {"name": cm_name, "namespace": cm_ns}, "data": {CONFIG_KEY: merged}})
+                    self.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": {"name": cm_name, "namespace": cm_ns},
+                                      "data": {CONFIG_KEY: merged}})
                 else:
-                    kube.merge_patch(CONFIG_MAP, cm_ns, cm_name, {
+                    self.kube.merge_patch(CONFIG_MAP, cm_ns, cm_name, {
                         "metadata": {"resourceVersion": cm["metadata"]["resourceVersion"]},
                         "data": {CONFIG_KEY: merged}})
                 return
@@ -329,9 +367,6 @@ def _write_rls(kube: Kube, config: LimiterConfig, name: str, namespace: str,
                 if e.status != 409:  # 409: changed (or created) since we read it
                     raise
         raise RuntimeError(f"RLS ConfigMap {cm_ns}/{cm_name} kept changing; will retry")
-
-
-_RLS_LOCK = threading.Lock()
 
 
 # --- small helpers

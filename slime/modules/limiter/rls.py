@@ -6,7 +6,7 @@ Each SmartLimiter owns the top-level descriptors whose value is one of its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -14,31 +14,42 @@ import yaml
 CONFIG_KEY = "config.yaml"
 
 
-def _owned(entry: Any, name: str, namespace: str) -> bool:
-    # upstream matches the substring "<name>.<ns>", which also hits "x<name>.<ns>"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the file grows with every global limiter
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _owner(entry: Any) -> str | None:
+    """``<name>.<ns>`` of the SmartLimiter a top-level entry belongs to, from its value."""
     value = entry.get("value") if isinstance(entry, dict) else None
-    return isinstance(value, str) and value.startswith(f"Service[{name}.{namespace}]-")
+    if isinstance(value, str) and value.startswith("Service[") and "]-" in value:
+        return value[len("Service[") : value.index("]-")]
+    return None
 
 
-def merge_rls_config(
-    text: str | None, name: str, namespace: str, descriptors: Sequence[dict[str, Any]], domain: str = "slime"
+def merge_rls_updates(
+    text: str | None, updates: Mapping[tuple[str, str], Sequence[dict[str, Any]]], domain: str = "slime"
 ) -> str:
-    """``config.yaml`` with this SmartLimiter's entries replaced by ``descriptors``.
-
-    Pass no descriptors to remove its entries (on delete). Other keys of the file
-    (e.g. shadow_mode in other entries) are kept. Raises yaml.YAMLError or ValueError
-    if the existing text is not a ratelimit config.
-    """
-    doc = yaml.safe_load(text) if text else None
+    """``config.yaml`` with the entries of each SmartLimiter ``(name, namespace)`` in ``updates``
+    replaced by the given descriptors (none: removed). Other entries and keys are kept.
+    Raises yaml.YAMLError or ValueError if the existing text is not a ratelimit config."""
+    doc = yaml.load(text, Loader=_Loader) if text else None
     doc = doc if doc is not None else {}
     if not isinstance(doc, dict) or not isinstance(doc.get("descriptors") or [], list):
         raise ValueError("RLS config is not a mapping with a descriptors list")
-    kept = [e for e in doc.get("descriptors") or [] if not _owned(e, name, namespace)]
-    merged = kept + [dict(d) for d in descriptors]
+    replaced = {f"{name}.{namespace}" for name, namespace in updates}
+    merged = [e for e in doc.get("descriptors") or [] if _owner(e) not in replaced]
+    merged += [dict(d) for descriptors in updates.values() for d in descriptors]
     merged.sort(
         key=lambda e: (str(e.get("value", "")), str(e.get("key", ""))) if isinstance(e, dict) else ("", "")
     )
     out: dict[str, Any] = {"domain": domain}
     out.update({k: v for k, v in doc.items() if k not in ("domain", "descriptors")})
     out["descriptors"] = merged
-    return yaml.safe_dump(out, sort_keys=False, default_flow_style=False)
+    return str(yaml.dump(out, Dumper=_Dumper, sort_keys=False, default_flow_style=False))
+
+
+def merge_rls_config(
+    text: str | None, name: str, namespace: str, descriptors: Sequence[dict[str, Any]], domain: str = "slime"
+) -> str:
+    """``config.yaml`` with one SmartLimiter's entries replaced by ``descriptors`` (none: removed)."""
+    return merge_rls_updates(text, {(name, namespace): descriptors}, domain)
