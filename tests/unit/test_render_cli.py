@@ -6,6 +6,7 @@ upstream's fixtures, or from calling the pure render on the same objects.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -380,9 +381,14 @@ def test_prometheus_queries_use_the_counted_pods() -> None:
     globals_ = load_module_configs({"name": "limiter"})[0].globals
     handlers = {"cpu.sum": Handler(query='sum(cpu{namespace="$namespace", pod=~"$pod_name"})')}
     args = (cr, kinds["Service"], kinds["Pod"], kinds["DestinationRule"])
-    queries = prometheus_queries(*args, LimiterConfig(), globals_, handlers)
+    assert prometheus_queries(*args, LimiterConfig(), globals_, handlers) == {}  # the sample uses no cpu.sum
     ctx = limiter_context(*args, {}, LimiterConfig(), globals_)
     counted = {k.removesuffix(".pod"): int(v) for k, v in ctx.metrics.items()}
+    cr = copy.deepcopy(cr)  # now refer to every set's cpu.sum
+    descriptor = next(iter(cr["spec"]["sets"].values()))["descriptor"][0]
+    descriptor["condition"] = " && ".join(f"{{{{.{name}.cpu.sum}}}}>0" for name in counted)
+    args = (cr, kinds["Service"], kinds["Pod"], kinds["DestinationRule"])
+    queries = prometheus_queries(*args, LimiterConfig(), globals_, handlers)
     assert {k.removesuffix(".cpu.sum") for k in queries} == set(counted)
     for set_name, n in counted.items():
         promql = queries[f"{set_name}.cpu.sum"].promql

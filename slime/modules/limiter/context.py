@@ -14,7 +14,7 @@ from typing import Any
 from slime.framework.config import GlobalConfig
 from slime.framework.metrics import Handler, Query, build_queries, pods_by_set
 from slime.modules.limiter.api import LimiterConfig
-from slime.modules.limiter.render import LimiterContext, pod_namespace, pod_selector, subsets
+from slime.modules.limiter.render import LimiterContext, pod_namespace, pod_selector, required_metrics, subsets
 
 Obj = Mapping[str, Any]
 Objects = Iterable[Obj] | Mapping[Any, Iterable[Obj]]
@@ -104,13 +104,17 @@ def prometheus_queries(
     handlers: Mapping[str, Handler],
     service_entries: Objects = (),
 ) -> dict[str, Query]:
-    """The Prometheus queries for ``cr`` (none with ``disableAdaptive``): each handler's template
-    with the SmartLimiter's namespace, name and its pods per set."""
-    if config.disableAdaptive or not handlers:
+    """The Prometheus queries for ``cr`` (none with ``disableAdaptive``): the template of each
+    handler its expressions refer to, with the SmartLimiter's namespace, name and pods per set.
+    Handlers it does not use are not queried (upstream queried every handler for every limiter)."""
+    required = required_metrics(cr)
+    used = {h: handler for h, handler in handlers.items() if any(k == h or k.endswith("." + h) for k in required)}
+    if config.disableAdaptive or not used:
         return {}
     meta = _meta(cr)
     by_set = limiter_pods(cr, services, pods, destination_rules, globals_, service_entries)
-    return build_queries(handlers, namespace=_ns(cr), name=str(meta.get("name", "")), pods=by_set)
+    queries = build_queries(used, namespace=_ns(cr), name=str(meta.get("name", "")), pods=by_set)
+    return {key: query for key, query in queries.items() if key in required}
 
 
 def limiter_context(
