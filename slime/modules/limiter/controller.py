@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +43,7 @@ from slime.modules.limiter.render import (
 from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_updates
 
 log = logging.getLogger("slime.limiter")
-DEBOUNCE_SECONDS = 0.1
-# Separate worker pools: API writes for a changed limiter never queue behind the Prometheus
-# queries of hundreds of adaptive limiters (asyncio's default pool has only cpus + 4 threads).
-_API_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slime-api")
-_METRICS_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slime-metrics")
+DEBOUNCE_SECONDS = 0.3
 # A limiter whose expressions need no Prometheus value changes only through events (its
 # spec, pods, Service, DestinationRules), which wake it; the timer is then only a safety net.
 IDLE_RESYNC_SECONDS = 60.0
@@ -173,11 +169,6 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
         limiter.rls.write(name, namespace, [])
 
 
-async def _in(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
-    """Run a blocking call in ``pool``, off kopf's event loop."""
-    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-
 async def _sleep(wake: asyncio.Event, stopped: Any, delay: float) -> None:
     """Until the next evaluation: ``delay`` passes, something wakes us (then debounce), or we stop."""
 
@@ -215,7 +206,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
                                         f"{len(queries)} Prometheus queries answered" if queries else "")
     if queries:
         try:
-            prom_values = await _in(_METRICS_POOL, limiter.prometheus.query, queries)  # type: ignore[union-attr]
+            prom_values = await asyncio.to_thread(limiter.prometheus.query, queries)  # type: ignore[union-attr]
             observability.METRIC_QUERIES.labels(source="prometheus", result="ok").inc()
             state.backoff.reset()
         except MetricsUnavailableError as e:
@@ -223,7 +214,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
             delay = min(state.backoff.next_delay(), refresh)
             logger.warning("Kept the last limits of SmartLimiter %s/%s: metrics unavailable (%s): %s",
                            ns, name, e.reason, e.message)
-            await _in(_API_POOL, _write_status, limiter.kube, cr, None,
+            await asyncio.to_thread(_write_status, limiter.kube, cr, None,
                                     [ConditionUpdate(METRICS, False, e.reason, e.message)])
             observability.RECONCILES.labels(kind="SmartLimiter", result="metrics_unavailable").inc()
             return delay
@@ -235,7 +226,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
     if not result.in_scope:
         return max(refresh, IDLE_RESYNC_SECONDS)
     try:
-        await _in(_API_POOL, _apply, limiter, state, cr, result, metrics_condition)
+        await asyncio.to_thread(_apply, limiter, state, cr, result, metrics_condition)
         observability.RECONCILES.labels(kind="SmartLimiter", result="ok").inc()
     except Exception as e:  # a failed write must not kill the daemon: report and retry
         observability.RECONCILE_ERRORS.labels(kind="SmartLimiter", reason=type(e).__name__).inc()
