@@ -14,9 +14,11 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,17 @@ def _verdict(ok: bool) -> str:
     return "meets target" if ok else "MISSES target"
 
 
+def _git_state() -> dict[str, Any]:
+    """The commit measured, and which files differed from it (numbers depend on uncommitted work too)."""
+    def git(*a: str) -> str:
+        proc = subprocess.run(["git", *a], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                              check=False)
+        return proc.stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "dirty": [line[3:] for line in git("status", "--porcelain", "--", "slime").splitlines()]}
+
+
 def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds the ExitStack: everything started is stopped
 
@@ -68,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_at_start": os.getloadavg()},
         "args": {k: str(v) for k, v in vars(args).items()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "code": _git_state(),
     }
     lines: list[str] = []
 
@@ -75,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         lines.append(line)
 
+    code = results["code"]
+    say(f"code: {code['commit']}" + (f" + uncommitted changes to {', '.join(code['dirty'])}" if code["dirty"] else "")
+        + f"; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     t0 = time.monotonic()
     if "render" in phases:
         r = results["render"] = render.run(limiters=args.limiters, namespaces=args.namespaces)
@@ -91,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if args.profile and profile.exists():
-            print(cluster.profile_top(profile))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            for name, what in (("operator.prof", "event loop thread"), ("operator.prof.threads", "other threads")):
+                print(f"--- operator profile, {what} (kept as {args.out.parent / name})")
+                print(cluster.profile_top(workdir / name))
+                shutil.copyfile(workdir / name, args.out.parent / name)
+            print("(timings measured with --profile are inflated by the profiler)")
         if args.keep:
             print(f"work dir kept: {workdir}")
         else:
@@ -111,43 +133,69 @@ def _cluster_phases(args: argparse.Namespace, phases: list[str], workdir: Path, 
                           refresh=args.refresh, scrape=args.scrape, profile=args.profile, spares=spares)
         env.start()
         results["setup"] = s = {**env.timings, **cluster.setup_limiters(env)}
+        settled = f"{s['settled_s']:.1f}s" if s["settled_s"] is not None else "NOT within 300s"
         say(f"setup: {s['limiters']} SmartLimiters created in {s['create_calls_s']:.1f}s; all their EnvoyFilters "
-            f"after {s['all_envoyfilters_s']:.1f}s; writes settled after {s['settled_s']:.1f}s")
+            f"after {s['all_envoyfilters_s']:.1f}s; all statuses written (observedGeneration) after {settled}")
         if s["rls_entries_missing"]:
             say(f"  RLS ConfigMap lacks the entries of {s['rls_entries_missing']} of {s['global_limiters']} "
                 "global limiters")
-        if "quiet" in phases:
-            q = results["quiet"] = cluster.quiet(env)
-            say(f"quiet: {q['slime_api_writes']:.0f} slime_api_writes_total in {q['seconds']:.0f}s "
-                f"({q['seconds'] / q['refresh_s']:.0f} refreshes, {q['limiters']} limiters) - target 0: "
-                f"{_verdict(q['slime_api_writes'] == 0)}")
-            say(f"  apiserver writes: {q['apiserver_writes_by_resource'] or 'none'}; watch events: "
-                f"EnvoyFilter {q['envoyfilter_events']}, SmartLimiter {q['smartlimiter_events']}")
-            if q["kubernetes_events_by_source"]:
-                say(f"  Kubernetes Events written meanwhile: {q['kubernetes_events_by_source']}")
-            cpu = q["operator_cpu_s"]
-            say(f"  operator: RSS {q['operator_rss_mib']:.0f} MiB; CPU {cpu['total']:.1f}s in {q['seconds']:.0f}s "
-                f"= {q['operator_cpu_percent_of_core']:.0f}% of a core (event loop {cpu['main']:.1f}s, "
-                f"other threads {cpu['threads']:.1f}s)")
-            if s["rls_entries_missing"]:
-                say(f"  RLS entries still missing after the quiet period: {q['rls_entries_missing_after']}")
-        if "apply" in phases:
-            a = results["apply"] = cluster.apply_latency(env, rate=args.rate, duration=args.duration)
-            say(f"apply: {a['applies']} applies at {a['rate_per_s']:.1f}/s with {s['limiters']} present; "
-                f"apply -> EnvoyFilter {_ms(a['all'])}; timeouts {a['timeouts']}")
-            say(f"  target p99 <= 200 ms: {_verdict(a['all'].get('p99', 1e9) <= a['target_p99_s'])}")
-            say(f"  creates: {_ms(a['create'])}")
-            say(f"  updates: {_ms(a['update'])}")
-            cpu = a["operator_cpu_s"]
-            say(f"  operator CPU during applies: {cpu['total']:.1f}s (event loop {cpu['main']:.1f}s, "
-                f"other threads {cpu['threads']:.1f}s)")
-        if "reaction" in phases:
-            r = results["reaction"] = cluster.reaction(env, flips=args.flips)
-            say(f"reaction: metric crossing -> EnvoyFilter {_ms(r['all'])}")
-            say(f"  target <= 2 x refresh + scrape = {r['target_s']:.1f}s: "
-                f"{_verdict(r['all'].get('max', 1e9) <= r['target_s'])} (worst case counted)")
-            say(f"  appear: {_ms(r['appear'])}; disappear: {_ms(r['disappear'])}")
+        for phase, show in (("quiet", _show_quiet), ("apply", _show_apply), ("reaction", _show_reaction)):
+            if phase not in phases:
+                continue
+            try:
+                results[phase] = r = PHASE_FUNCS[phase](env, args)
+            except TimeoutError as e:  # a saturated operator: report it, still stop everything cleanly
+                results[phase] = {"error": str(e)}
+                say(f"{phase}: FAILED: {e}")
+                continue
+            show(r, s, say)
         results["operator_log_tail"] = env.operator.log_path.read_text(errors="replace").splitlines()[-5:]
+
+
+PHASE_FUNCS: dict[str, Callable[[cluster.Env, argparse.Namespace], dict[str, Any]]] = {
+    "quiet": lambda env, args: cluster.quiet(env),
+    "apply": lambda env, args: cluster.apply_latency(env, rate=args.rate, duration=args.duration),
+    "reaction": lambda env, args: cluster.reaction(env, flips=args.flips),
+}
+
+
+def _show_quiet(q: dict[str, Any], s: dict[str, Any], say: Callable[[str], None]) -> None:
+    say(f"quiet: {q['slime_api_writes']:.0f} slime_api_writes_total in {q['seconds']:.0f}s "
+        f"({q['seconds'] / q['refresh_s']:.0f} refreshes, {q['limiters']} limiters) - target 0: "
+        f"{_verdict(q['slime_api_writes'] == 0)}")
+    if not q["settled_before"]:
+        say("  (the operator had not caught up within 60s: statuses not all written yet)")
+    say(f"  apiserver writes: {q['apiserver_writes_by_resource'] or 'none'}; watch events: "
+        f"EnvoyFilter {q['envoyfilter_events']}, SmartLimiter {q['smartlimiter_events']}")
+    if q["kubernetes_events_by_source"]:
+        say(f"  Kubernetes Events written meanwhile: {q['kubernetes_events_by_source']}")
+    cpu = q["operator_cpu_s"]
+    say(f"  operator: RSS {q['operator_rss_mib']:.0f} MiB; CPU {cpu['total']:.1f}s in {q['seconds']:.0f}s "
+        f"= {q['operator_cpu_percent_of_core']:.0f}% of a core (event loop {cpu['main']:.1f}s, "
+        f"other threads {cpu['threads']:.1f}s)")
+    say(f"  evaluations: {q['reconciles_per_s']:.0f}/s done of {q['reconciles_wanted_per_s']:.0f}/s wanted "
+        f"(limiters / refresh); mean {1000 * (q['reconcile_mean_s'] or 0):.0f} ms each (wall, incl. waits)")
+    if s["rls_entries_missing"]:
+        say(f"  RLS entries still missing after the quiet period: {q['rls_entries_missing_after']}")
+
+
+def _show_apply(a: dict[str, Any], s: dict[str, Any], say: Callable[[str], None]) -> None:
+    say(f"apply: {a['applies']} applies at {a['rate_per_s']:.1f}/s with {s['limiters']} present; "
+        f"apply -> EnvoyFilter {_ms(a['all'])}; not seen within 30s: {a['timeouts']}")
+    say(f"  target p99 <= 200 ms: {_verdict(not a['timeouts'] and a['all'].get('p99', 1e9) <= a['target_p99_s'])}")
+    say(f"  creates: {_ms(a['create'])}")
+    say(f"  updates: {_ms(a['update'])}")
+    cpu = a["operator_cpu_s"]
+    say(f"  operator CPU during applies: {cpu['total']:.1f}s in {a['seconds']:.0f}s (event loop {cpu['main']:.1f}s, "
+        f"other threads {cpu['threads']:.1f}s)")
+
+
+def _show_reaction(r: dict[str, Any], s: dict[str, Any], say: Callable[[str], None]) -> None:
+    missed = f"; not seen within {r['timeout_s']:.0f}s: {r['missed']}" if r["missed"] else ""
+    say(f"reaction: metric crossing -> EnvoyFilter {_ms(r['all'])}{missed}")
+    ok = not r["missed"] and r["all"].get("max", 1e9) <= r["target_s"]
+    say(f"  target <= 2 x refresh + scrape = {r['target_s']:.1f}s: {_verdict(ok)} (worst case counted)")
+    say(f"  appear: {_ms(r['appear'])}; disappear: {_ms(r['disappear'])}")
 
 
 if __name__ == "__main__":
