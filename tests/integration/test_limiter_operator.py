@@ -159,6 +159,11 @@ def test_average_quota_follows_pod_count_and_gc_on_delete(limiter_operator: Oper
     assert ef is not None and ef["metadata"]["ownerReferences"][0]["kind"] == "SmartLimiter"
     make_running_pod(k8s_api, namespace, "reviews-3", labels, "10.1.0.3")
     wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "reviews")) == 34, 20, "quota 100/3 rounds up to 34")
+    patch = {"spec": {"sets": {"_base": {"descriptor": [{
+        "action": {"fill_interval": {"seconds": 60}, "quota": "300/{{._base.pod}}", "strategy": "average"},
+        "condition": "true", "target": {"port": 9080}}]}}}}
+    k8s.CustomObjectsApi(k8s_api).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "reviews", patch)
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "reviews")) == 100, 10, "the edited quota 300/3")
     ready = wait_until(lambda: condition(k8s_api, namespace, "reviews", "Ready"), 10, "Ready condition")
     assert ready["status"] == "True"
     k8s.CustomObjectsApi(k8s_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "reviews")

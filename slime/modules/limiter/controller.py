@@ -62,6 +62,7 @@ class LimiterState:
     # Which pods this limiter counts, from its last evaluation, so that a pod event wakes only
     # the limiters that count it. Until the first evaluation any pod of the namespace does.
     evaluated: bool = False
+    generation: int | None = None  # metadata.generation of the last evaluation
     selector: dict[str, str] | None = None  # None: counts no pods
     pod_namespace: str | None = None  # None: all namespaces (a limiter in the Istio root namespace)
 
@@ -141,9 +142,13 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
     def destinationrule_changed(namespace: Any, **_: Any) -> None:
         limiter.poke_namespace(namespace)
 
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def spec_changed(namespace: Any, name: Any, **_: Any) -> None:
-        limiter.poke_name(namespace, name)
+    # An event handler, not on.update: kopf then keeps no diff-base annotation, which would cost a
+    # patch and a second watch event for every create and update.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def spec_changed(namespace: Any, name: Any, meta: Any, **_: Any) -> None:
+        state = limiter.states.get((namespace, name))
+        if state is not None and meta.get("generation") != state.generation:
+            state.wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def evaluate(body: kopf.Body, namespace: Any, name: Any, stopped: Any, logger: Any,
@@ -222,6 +227,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body
     state.selector = pod_selector(cr, ctx.service, ctx.host_selector)
     state.pod_namespace = pod_namespace(cr, globals_.istioNamespace)
     state.evaluated = True
+    state.generation = cr["metadata"].get("generation")
     result = render_smartlimiter(cr, ctx)
     if not result.in_scope:
         return max(refresh, IDLE_RESYNC_SECONDS)
