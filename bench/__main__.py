@@ -136,6 +136,7 @@ def _cluster_phases(args: argparse.Namespace, phases: list[str], workdir: Path, 
         settled = f"{s['settled_s']:.1f}s" if s["settled_s"] is not None else "NOT within 300s"
         say(f"setup: {s['limiters']} SmartLimiters created in {s['create_calls_s']:.1f}s; all their EnvoyFilters "
             f"after {s['all_envoyfilters_s']:.1f}s; all statuses written (observedGeneration) after {settled}")
+        say(f"  API writes meanwhile (apiserver, everyone's): {s['apiserver_writes_by_resource']}")
         if s["rls_entries_missing"]:
             say(f"  RLS ConfigMap lacks the entries of {s['rls_entries_missing']} of {s['global_limiters']} "
                 "global limiters")
@@ -173,8 +174,8 @@ def _show_quiet(q: dict[str, Any], s: dict[str, Any], say: Callable[[str], None]
     say(f"  operator: RSS {q['operator_rss_mib']:.0f} MiB; CPU {cpu['total']:.1f}s in {q['seconds']:.0f}s "
         f"= {q['operator_cpu_percent_of_core']:.0f}% of a core (event loop {cpu['main']:.1f}s, "
         f"other threads {cpu['threads']:.1f}s)")
-    say(f"  evaluations: {q['reconciles_per_s']:.0f}/s done of {q['reconciles_wanted_per_s']:.0f}/s wanted "
-        f"(limiters / refresh); mean {1000 * (q['reconcile_mean_s'] or 0):.0f} ms each (wall, incl. waits)")
+    say(f"  evaluations: {q['reconciles_per_s']:.0f}/s ({q['limiters']} limiters, refresh {q['refresh_s']:g}s); "
+        f"mean {1000 * (q['reconcile_mean_s'] or 0):.0f} ms each (wall, incl. waits)")
     if s["rls_entries_missing"]:
         say(f"  RLS entries still missing after the quiet period: {q['rls_entries_missing_after']}")
 

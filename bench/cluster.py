@@ -423,6 +423,7 @@ def setup_limiters(env: Env) -> dict[str, Any]:
     custom = k8s.CustomObjectsApi(env.api)
     limiters = [*env.work, env.flip]
     keys = [(it.namespace, ef_name(it)) for it in limiters]
+    writes0 = env.apiserver_writes()
     t0 = time.monotonic()
     _parallel(lambda it: custom.create_namespaced_custom_object(GROUP, VERSION, it.namespace, PLURAL,
                                                                 it.smartlimiter(7)), limiters)
@@ -435,7 +436,9 @@ def setup_limiters(env: Env) -> dict[str, Any]:
         settled = None
     return {"limiters": len(limiters), "create_calls_s": created, "all_envoyfilters_s": all_efs,
             "settled_s": settled, "global_limiters": sum(it.kind == "global" for it in env.work),
-            "rls_entries_missing": missing_rls_entries(env)}
+            "rls_entries_missing": missing_rls_entries(env),
+            "apiserver_writes_by_resource": {k: v - writes0.get(k, 0) for k, v in env.apiserver_writes().items()
+                                             if v != writes0.get(k, 0)}}
 
 
 def missing_rls_entries(env: Env) -> int:
@@ -478,9 +481,7 @@ def quiet(env: Env, refreshes: int = 6) -> dict[str, Any]:
             "operator_rss_mib": env.operator.rss_mib(), "operator_cpu_s": cpu,
             "operator_cpu_percent_of_core": 100 * cpu["total"] / seconds,
             "rls_entries_missing_after": missing_rls_entries(env),
-            # a limiter is re-evaluated every refresh: limiters/refresh per second is the demand
             "reconciles_per_s": rec["reconciles"] / seconds,
-            "reconciles_wanted_per_s": len(env.sls.objects) / env.refresh,
             "reconcile_mean_s": rec["reconcile_seconds"] / rec["reconciles"] if rec["reconciles"] else None}
 
 
