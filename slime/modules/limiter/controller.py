@@ -63,6 +63,7 @@ class LimiterState:
     # the limiters that count it. Until the first evaluation any pod of the namespace does.
     evaluated: bool = False
     generation: int | None = None  # metadata.generation of the last evaluation
+    spec_changed: bool = False  # woken by its own spec: evaluate at once
     selector: dict[str, str] | None = None  # None: counts no pods
     pod_namespace: str | None = None  # None: all namespaces (a limiter in the Istio root namespace)
 
@@ -148,6 +149,7 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
     def spec_changed(namespace: Any, name: Any, meta: Any, **_: Any) -> None:
         state = limiter.states.get((namespace, name))
         if state is not None and meta.get("generation") != state.generation:
+            state.spec_changed = True
             state.wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
@@ -164,7 +166,7 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
                     logger.exception("Failed to evaluate SmartLimiter %s/%s: %s", namespace, name, e)
                     state.applied_digest = ""
                     delay = state.backoff.next_delay()
-                await _sleep(state.wake, stopped, delay)
+                await _sleep(state, stopped, delay)
         finally:
             limiter.states.pop(key, None)
 
@@ -174,19 +176,21 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
         limiter.rls.write(name, namespace, [])
 
 
-async def _sleep(wake: asyncio.Event, stopped: Any, delay: float) -> None:
-    """Until the next evaluation: ``delay`` passes, something wakes us (then debounce), or we stop."""
+async def _sleep(state: LimiterState, stopped: Any, delay: float) -> None:
+    """Until the next evaluation: ``delay`` passes, something wakes us, or we stop. A wake by
+    a dependency (pods come in bursts) is debounced; one by the limiter's own spec is not."""
 
     async def until_stopped() -> None:
         await stopped.wait()
 
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())]
+    waiters = [asyncio.ensure_future(state.wake.wait()), asyncio.ensure_future(until_stopped())]
     done, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
-    if wake.is_set() and not stopped:
-        await asyncio.sleep(DEBOUNCE_SECONDS)  # let a burst of pod events settle
-    wake.clear()
+    if state.wake.is_set() and not state.spec_changed and not stopped:
+        await asyncio.sleep(DEBOUNCE_SECONDS)
+    state.wake.clear()
+    state.spec_changed = False
 
 
 async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body, indexes: dict[str, Any],
