@@ -151,6 +151,9 @@ def _cluster_phases(args: argparse.Namespace, phases: list[str], workdir: Path, 
                 continue
             show(r, s, say)
         results["operator_log_tail"] = env.operator.log_path.read_text(errors="replace").splitlines()[-5:]
+    stop = results["operator_stop"] = env.operator.stopped
+    if stop.get("killed"):
+        say(f"operator: did not exit within {stop['seconds']:.0f}s of SIGTERM; killed")
 
 
 PHASE_FUNCS: dict[str, Callable[[cluster.Env, argparse.Namespace], dict[str, Any]]] = {

@@ -187,6 +187,7 @@ class Operator:
         self.log_path = log_path
         self.log: IO[bytes] = log_path.open("wb")
         self.profile = profile
+        self.stopped: dict[str, Any] = {}
         entry = ["-m", "bench.profiled", str(profile), "--"] if profile else ["-m", "slime.cli"]
         cmd = [sys.executable, *entry, "run", "--kubeconfig", str(kubeconfig),
                "--modules", "limiter", "--config", str(config), "--standalone",
@@ -256,6 +257,7 @@ class Operator:
             deadline = time.monotonic() + 30
             while not self.profile.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
+        t, killed = time.monotonic(), False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -263,7 +265,9 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                killed = True
         self.log.close()
+        self.stopped = {"seconds": time.monotonic() - t, "returncode": self.proc.returncode, "killed": killed}
 
 
 # ------------------------------------------------------------------------------------------- environment
