@@ -433,7 +433,8 @@ def setup_limiters(env: Env) -> dict[str, Any]:
                                                                 it.smartlimiter(7)), limiters)
     created = time.monotonic() - t0
     env.log(f"created {len(limiters)} SmartLimiters in {created:.1f}s; waiting for their EnvoyFilters...")
-    all_efs = env.wait("all EnvoyFilters", lambda: env.efs.count(keys) == len(keys), 300) + created
+    timeout = 900 if env.profile else 300  # the profiler slows the operator ~3x
+    all_efs = env.wait("all EnvoyFilters", lambda: env.efs.count(keys) == len(keys), timeout) + created
     try:
         settled: float | None = env.settle(timeout=300) + all_efs - 3.0
     except TimeoutError:  # statuses still being written: the quiet phase will show it
