@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
 import random
+import secrets
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +18,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from slime.framework.config import ModuleConfig, default_module_config
+from slime.framework.peering import PeeringGate
 from slime.framework.runtime import ModuleRuntime
 
 log = logging.getLogger("slime")
@@ -125,8 +129,15 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
                    log_refkey="object" if options.log_json else None)
     logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers())
     runtimes = module_runtimes(options)
+    # Peers with the highest priority run; the others pause: one active replica.
+    priority = options.priority if options.priority is not None else random.randint(1, 2**31 - 1)
+    identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
     if options.peering:
         ensure_peering(options)
+    for runtime in runtimes:
+        runtime.peering = PeeringGate(identity=identity, priority=priority, namespaces=options.namespaces,
+                                      name=PEERING_NAME, standalone=not options.peering,
+                                      kube_factory=functools.partial(getattr, runtime, "kube"))
     registry = build_registry(runtimes, options)
     if options.metrics_addr:
         host, _, port = options.metrics_addr.rpartition(":")
@@ -138,8 +149,8 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
         namespaces=options.namespaces,
         standalone=not options.peering,
         peering_name=PEERING_NAME if options.peering else None,
-        # Peers with the highest priority run; the others pause: one active replica.
-        priority=options.priority if options.priority is not None else random.randint(1, 2**31 - 1),
+        priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=options.liveness,
         stop_flag=stop_flag,
         ready_flag=ready_flag,

@@ -10,6 +10,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from slime.framework.kube import Kube
+from slime.framework.peering import PeeringGate
 
 
 @dataclass
@@ -21,6 +22,8 @@ class ModuleRuntime:
     config: Any  # slime.framework.config.ModuleConfig (kept loose to avoid an import cycle)
     kubeconfig: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    # Whether this replica is the active one; the module's own loops wait on it (kopf's are paused by kopf).
+    peering: PeeringGate = field(default_factory=PeeringGate)
 
     @functools.cached_property
     def kube(self) -> Kube:

@@ -35,10 +35,11 @@ def module_config(prometheus_url: str, rls_namespace: str = "istio-system") -> d
     }
 
 
-def start_operator(kubeconfig: Path, tmp_path: Path, config: dict[str, Any], name: str) -> Operator:
+def start_operator(kubeconfig: Path, tmp_path: Path, config: dict[str, Any], name: str,
+                   priority: int | None = None) -> Operator:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    return Operator(kubeconfig, tmp_path / f"{name}.log", modules="limiter",
+    return Operator(kubeconfig, tmp_path / f"{name}.log", priority, modules="limiter",
                     extra=["--config", str(path)]).wait_alive()
 
 
@@ -109,8 +110,13 @@ def _find(node: Any, key: str) -> Any:
     return None
 
 
+def get_limiter(api: k8s.ApiClient, ns: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = k8s.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    return obj
+
+
 def condition(api: k8s.ApiClient, ns: str, name: str, type_: str) -> dict[str, Any] | None:
-    obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    obj = get_limiter(api, ns, name)
     return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
 
 
@@ -157,6 +163,8 @@ def test_average_quota_follows_pod_count_and_gc_on_delete(limiter_operator: Oper
     wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "reviews")) == 50, 20, "quota 100/2 = 50")
     ef = envoyfilter(k8s_api, namespace, "reviews")
     assert ef is not None and ef["metadata"]["ownerReferences"][0]["kind"] == "SmartLimiter"
+    meta = get_limiter(k8s_api, namespace, "reviews")["metadata"]
+    assert not meta.get("finalizers") and not meta.get("annotations"), meta  # no bookkeeping writes
     make_running_pod(k8s_api, namespace, "reviews-3", labels, "10.1.0.3")
     wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "reviews")) == 34, 20, "quota 100/3 rounds up to 34")
     patch = {"spec": {"sets": {"_base": {"descriptor": [{
@@ -226,9 +234,20 @@ def test_global_strategy_maintains_its_own_rls_entries(limiter_operator: Operato
     wait_until(lambda: any(str(d.get("value", "")).startswith(mine) for d in rls()), 20, "our RLS entry")
     assert other in rls()
     assert envoyfilter(k8s_api, namespace, "details") is not None
+    # Its entries must not outlive it, even if the operator is down when it is deleted.
+    assert get_limiter(k8s_api, namespace, "details")["metadata"]["finalizers"] == ["slime.io/rls-entries"]
     k8s.CustomObjectsApi(k8s_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "details")
     wait_until(lambda: not any(str(d.get("value", "")).startswith(mine) for d in rls()), 20, "our entry removed")
     assert other in rls()  # someone else's entry is left alone
+
+    def gone() -> bool:
+        try:
+            get_limiter(k8s_api, namespace, "details")
+        except ApiException as e:
+            return e.status == 404
+        return False
+
+    wait_until(gone, 20, "the limiter released and gone")
 
 
 def test_many_global_limiters_at_once_lose_no_rls_entry(limiter_operator: Operator, k8s_api: k8s.ApiClient,
@@ -277,3 +296,47 @@ def test_prometheus_outage_keeps_the_last_limits(kubeconfig: Path, k8s_api: k8s.
         finally:
             prom.__exit__(None, None, None)
             assert op.stop() == 0
+
+
+def reconciles(op: Operator) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in op.get(op.metrics, "/metrics").splitlines()
+               if line.startswith("slime_reconciles_total{"))
+
+
+def test_a_paused_replica_stops_evaluating(kubeconfig: Path, prometheus_stack: PrometheusStack,
+                                           k8s_api: k8s.ApiClient, namespace: str, tmp_path: Path,
+                                           limiter_operator: Operator) -> None:
+    # kopf pauses its watches in a standby replica; the limiter's own scheduler must pause too,
+    # or it would keep evaluating (every refresh, here 1 s) and writing from stale caches.
+    limiter_operator.stop()  # two peered replicas of its own
+    labels = {"app": "peered"}
+    make_service(k8s_api, namespace, "peered", labels)
+    make_running_pod(k8s_api, namespace, "peered-1", labels, "10.5.0.1")
+    prometheus_stack.exporter.set_cpu(namespace, "peered-1", 500)
+    config = module_config(prometheus_stack.url)
+    api = k8s.CustomObjectsApi(k8s_api)
+
+    def set_quota(quota: str) -> None:
+        body = smartlimiter(namespace, "peered", "{{._base.cpu.sum}}>100", quota)
+        api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "peered", {"spec": body["spec"]})
+
+    low = start_operator(kubeconfig, tmp_path, config, "low", priority=100)
+    try:
+        create(k8s_api, smartlimiter(namespace, "peered", "{{._base.cpu.sum}}>100", "9"))
+        wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "peered")) == 9, 30, "the low replica's render")
+        high = start_operator(kubeconfig, tmp_path, config, "high", priority=200)
+        try:
+            wait_until(lambda: "this replica is now paused" in low.output(), 30, "the low replica to pause")
+            before = reconciles(low)
+            set_quota("11")
+            wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "peered")) == 11, 30, "the high replica")
+            time.sleep(3)  # three refreshes
+            assert reconciles(low) == before
+        finally:
+            assert high.stop() == 0
+        wait_until(lambda: "this replica is now active" in low.output(), 90, "the low replica to take over")
+        set_quota("13")
+        wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "peered")) == 13, 30, "the low replica again")
+        assert reconciles(low) > before
+    finally:
+        assert low.stop() == 0

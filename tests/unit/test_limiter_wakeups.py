@@ -16,24 +16,25 @@ def limiter_with(**states: LimiterState) -> Limiter:
 
 
 def woken(limiter: Limiter) -> set[str]:
-    return {f"{ns}/{name}" for (ns, name), s in limiter.states.items() if s.wake.is_set()}
+    return {f"{ns}/{name}" for ns, name in limiter.scheduler.scheduled}
 
 
 def test_pod_event_wakes_only_limiters_counting_that_pod() -> None:
     limiter = limiter_with(
-        a__reviews=LimiterState(evaluated=True, selector={"app": "reviews"}, pod_namespace="a"),
-        a__ratings=LimiterState(evaluated=True, selector={"app": "ratings"}, pod_namespace="a"),
-        a__gateway=LimiterState(evaluated=True, selector=None, pod_namespace="a"),
-        a__new=LimiterState(),  # not evaluated yet: any pod of its namespace may matter
-        b__new=LimiterState(),
-        root__mesh=LimiterState(evaluated=True, selector={"app": "reviews"}, pod_namespace=None),
+        a__reviews=LimiterState(cr={}, evaluated=True, selector={"app": "reviews"}, pod_namespace="a"),
+        a__ratings=LimiterState(cr={}, evaluated=True, selector={"app": "ratings"}, pod_namespace="a"),
+        a__gateway=LimiterState(cr={}, evaluated=True, selector=None, pod_namespace="a"),
+        a__new=LimiterState(cr={}),  # not evaluated yet: any pod of its namespace may matter
+        b__new=LimiterState(cr={}),
+        root__mesh=LimiterState(cr={}, evaluated=True, selector={"app": "reviews"}, pod_namespace=None),
     )
     limiter.poke_pod("a", {"app": "reviews", "version": "v1"})
     assert woken(limiter) == {"a/reviews", "a/new", "root/mesh"}
 
 
 def test_service_and_spec_events_wake_the_limiter_of_that_name() -> None:
-    limiter = limiter_with(a__reviews=LimiterState(), a__ratings=LimiterState(), b__reviews=LimiterState())
+    limiter = limiter_with(a__reviews=LimiterState(cr={}), a__ratings=LimiterState(cr={}),
+                           b__reviews=LimiterState(cr={}))
     limiter.poke_name("a", "reviews")
     assert woken(limiter) == {"a/reviews"}
     limiter.poke_namespace("b")

@@ -1,9 +1,13 @@
 """kopf wiring for SmartLimiter: gather -> pure render -> sync -> status.
 
-Each SmartLimiter gets a daemon that re-evaluates it every ``refresh`` and soon after
-anything it depends on changes (its spec, pods, its Service, DestinationRules), with a
-short debounce. Cluster objects come from kopf indexes (memory, no API reads); the only
-blocking calls are Prometheus queries and API writes, both in worker threads.
+kopf watches SmartLimiters and keeps the cluster objects a render needs (Services, Pods,
+DestinationRules, ServiceEntries) in in-memory indexes. One scheduler (slime.framework.scheduler)
+evaluates each limiter every ``refresh`` when it reads Prometheus, and soon after anything it
+depends on changes (debounced), or at once when its own spec changes. The only blocking calls
+are Prometheus queries and API writes, both in worker threads. kopf keeps no bookkeeping on
+SmartLimiters (no finalizer, no annotations: each would be another write and watch event):
+EnvoyFilters go by ownerReference GC, and only a limiter with entries in the shared RLS ConfigMap
+gets our own finalizer, released once its entries are removed.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -28,6 +33,7 @@ from slime.framework.kube import CONFIG_MAP, ENVOY_FILTER, Kind, Kube
 from slime.framework.metrics import Backoff, MetricsUnavailableError
 from slime.framework.prometheus import PrometheusSource
 from slime.framework.runtime import ModuleRuntime
+from slime.framework.scheduler import Scheduler
 from slime.framework.sync import sync_children
 from slime.modules.limiter.api import GROUP, PLURAL, VERSION, LimiterConfig
 from slime.modules.limiter.context import limiter_context, prometheus_queries
@@ -43,27 +49,36 @@ from slime.modules.limiter.render import (
 from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_updates
 
 log = logging.getLogger("slime.limiter")
+T = TypeVar("T")
+Key = tuple[str, str]  # (namespace, name)
 DEBOUNCE_SECONDS = 0.3
 # A limiter whose expressions need no Prometheus value changes only through events (its
 # spec, pods, Service, DestinationRules), which wake it; the timer is then only a safety net.
 IDLE_RESYNC_SECONDS = 60.0
 FULL_RESYNC_SECONDS = 300.0  # re-list children now and then to repair drift made by others
 RLS_WRITE_ATTEMPTS = 5
+CONCURRENCY = 6  # evaluations due by timer or dependency at once; a limiter's own edits are not limited
+THREADS = 16  # for blocking calls; more than CONCURRENCY so that edits never queue behind refreshes
+INDEXES = ("services", "pods", "destinationrules", "serviceentries")
+RLS_FINALIZER = "slime.io/rls-entries"  # on limiters with RLS entries: removed on delete, then released
+SMARTLIMITER = Kind(f"{GROUP}/{VERSION}", "SmartLimiter", PLURAL)
 
 
 @dataclass
 class LimiterState:
-    """Per SmartLimiter, in memory: what was last written, to write only on change."""
+    """Per SmartLimiter, in memory: its latest body and what was last written, to write only on change."""
 
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    cr: dict[str, Any]
     applied_digest: str = ""
+    children: frozenset[tuple[str, str, str]] | None = None  # EnvoyFilters after our last sync; None: list them
+    rls_owned: bool | None = None  # has entries in the RLS ConfigMap; None: not known (after a start)
+    written_status: dict[str, Any] = field(default_factory=dict)  # status we wrote (the body may lag)
     last_full_sync: float = 0.0
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
     # Which pods this limiter counts, from its last evaluation, so that a pod event wakes only
     # the limiters that count it. Until the first evaluation any pod of the namespace does.
     evaluated: bool = False
     generation: int | None = None  # metadata.generation of the last evaluation
-    spec_changed: bool = False  # woken by its own spec: evaluate at once
     selector: dict[str, str] | None = None  # None: counts no pods
     pod_namespace: str | None = None  # None: all namespaces (a limiter in the Istio root namespace)
 
@@ -72,8 +87,17 @@ class LimiterState:
 class Limiter:
     runtime: ModuleRuntime
     config: LimiterConfig
-    states: dict[tuple[str, str], LimiterState] = field(default_factory=dict)
+    handlers: Any = None  # Prometheus handlers of the module config
+    globals_: Any = None
+    states: dict[Key, LimiterState] = field(default_factory=dict)
     prometheus: PrometheusSource | None = None
+    indexes: dict[str, Any] = field(default_factory=dict)  # kopf's live indexes, from the first event
+    scheduler: Scheduler[Key] = field(init=False)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler(self.evaluate, concurrency=CONCURRENCY, debounce=DEBOUNCE_SECONDS)
+        self.executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="limiter")
 
     @property
     def kube(self) -> Kube:
@@ -83,174 +107,194 @@ class Limiter:
     def rls(self) -> RlsWriter:
         return RlsWriter(self.kube, self.config)
 
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    # --- pokes from watch handlers (event loop)
+
     def poke_namespace(self, namespace: str | None) -> None:
-        for (ns, _), state in self.states.items():
-            if namespace is None or ns == namespace:
-                state.wake.set()
+        for key in self.states:
+            if namespace is None or key[0] == namespace:
+                self.scheduler.poke(key)
 
     def poke_name(self, namespace: str | None, name: str | None) -> None:
-        state = self.states.get((namespace or "", name or ""))
-        if state:
-            state.wake.set()
+        key = (namespace or "", name or "")
+        if key in self.states:
+            self.scheduler.poke(key)
 
     def poke_pod(self, namespace: str | None, labels: dict[str, str]) -> None:
         """Wake the limiters that count this pod (their selector is a subset of its labels)."""
-        for (ns, _), state in self.states.items():
+        for key, state in self.states.items():
             if not state.evaluated:
-                if ns == namespace:
-                    state.wake.set()
+                if key[0] == namespace:
+                    self.scheduler.poke(key)
             elif state.selector is not None and state.pod_namespace in (None, namespace) and all(
                     labels.get(k) == v for k, v in state.selector.items()):
-                state.wake.set()
+                self.scheduler.poke(key)
+
+    def seen(self, event_type: str | None, cr: dict[str, Any]) -> None:
+        """A SmartLimiter event: keep its body; evaluate it at once when its spec changed."""
+        meta = cr["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self.states.pop(key, None)
+            self.scheduler.forget(key)
+            return
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = LimiterState(cr=cr)
+        else:
+            state.cr = cr
+        if meta.get("deletionTimestamp"):
+            if RLS_FINALIZER in (meta.get("finalizers") or []):
+                self.scheduler.poke(key, urgent=True)  # remove its RLS entries, then let it go
+        elif meta.get("generation") != state.generation:
+            # Edited or created now: urgent. Listed at start (type None): in turn, with the others.
+            self.scheduler.poke(key, urgent=event_type is not None)
+
+    def forget_all(self) -> None:
+        """Paused by peering: the active replica takes over; on resume kopf lists everything again."""
+        self.states.clear()
+        self.scheduler.forget_all()
+
+    # --- the scheduler's job
+
+    async def evaluate(self, key: Key) -> float | None:
+        state = self.states.get(key)
+        if state is None:
+            return None
+        try:
+            return await _reconcile_once(self, state)
+        except Exception as e:  # one bad evaluation must not stop this limiter for good
+            observability.RECONCILE_ERRORS.labels(kind="SmartLimiter", reason=type(e).__name__).inc()
+            log.exception("Failed to evaluate SmartLimiter %s/%s: %s", key[0], key[1], e)
+            state.applied_digest, state.children = "", None
+            return state.backoff.next_delay()
 
 
 def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
     config = LimiterConfig.model_validate(runtime.config.general or {})
-    globals_ = runtime.config.globals
     metric = runtime.config.metric
-    limiter = Limiter(runtime=runtime, config=config)
+    limiter = Limiter(runtime=runtime, config=config, globals_=runtime.config.globals,
+                      handlers=metric.prometheus.handlers if metric and metric.prometheus else {})
     if metric and metric.prometheus and not config.disableAdaptive:
         limiter.prometheus = PrometheusSource(metric.prometheus.address)
-    handlers = metric.prometheus.handlers if metric and metric.prometheus else {}
+    runtime.peering.on_change(lambda active: None if active else limiter.forget_all())
 
     # --- indexes: the cluster objects a render needs, kept in memory by kopf's watches
     @kopf.index("", "v1", "services", registry=registry, id="services")
-    def services(namespace: Any, name: Any, body: kopf.Body, **_: Any) -> Any:
+    async def services(namespace: Any, name: Any, body: kopf.Body, **_: Any) -> Any:
         return {(namespace, name): _plain(body)}
 
     @kopf.index("", "v1", "pods", registry=registry, id="pods")
-    def pods(namespace: Any, body: kopf.Body, **_: Any) -> Any:
+    async def pods(namespace: Any, body: kopf.Body, **_: Any) -> Any:
         return {namespace: _slim_pod(body)}
 
     @kopf.index("networking.istio.io", "v1beta1", "destinationrules", registry=registry, id="destinationrules")
-    def destinationrules(namespace: Any, body: kopf.Body, **_: Any) -> Any:
+    async def destinationrules(namespace: Any, body: kopf.Body, **_: Any) -> Any:
         return {namespace: _plain(body)}
 
     @kopf.index("networking.istio.io", "v1beta1", "serviceentries", registry=registry, id="serviceentries")
-    def serviceentries(namespace: Any, body: kopf.Body, **_: Any) -> Any:
+    async def serviceentries(namespace: Any, body: kopf.Body, **_: Any) -> Any:
         return {namespace: _plain(body)}
 
-    # --- triggers: anything a render depends on wakes the limiters of that namespace
+    # --- triggers: anything a render depends on wakes the limiters that depend on it.
+    # Async handlers run on the event loop: no thread hop, and the scheduler is not thread-safe.
     @kopf.on.event("", "v1", "pods", registry=registry)
-    def pod_changed(namespace: Any, labels: Any, **_: Any) -> None:
+    async def pod_changed(namespace: Any, labels: Any, **_: Any) -> None:
         limiter.poke_pod(namespace, dict(labels or {}))
 
     @kopf.on.event("", "v1", "services", registry=registry)
-    def service_changed(namespace: Any, name: Any, **_: Any) -> None:
+    async def service_changed(namespace: Any, name: Any, **_: Any) -> None:
         limiter.poke_name(namespace, name)  # a SmartLimiter limits the Service of its own name
 
     @kopf.on.event("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
-    def destinationrule_changed(namespace: Any, **_: Any) -> None:
+    async def destinationrule_changed(namespace: Any, **_: Any) -> None:
         limiter.poke_namespace(namespace)
 
-    # An event handler, not on.update: kopf then keeps no diff-base annotation, which would cost a
-    # patch and a second watch event for every create and update.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def spec_changed(namespace: Any, name: Any, meta: Any, **_: Any) -> None:
-        state = limiter.states.get((namespace, name))
-        if state is not None and meta.get("generation") != state.generation:
-            state.spec_changed = True
-            state.wake.set()
+    async def smartlimiter_changed(type: Any, body: kopf.Body, **kwargs: Any) -> None:
+        if not limiter.indexes:  # kopf's index objects are live: keep them for the scheduler's jobs
+            limiter.indexes = {name: kwargs[name] for name in INDEXES}
+        limiter.seen(type, _plain(body))
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
-    async def evaluate(body: kopf.Body, namespace: Any, name: Any, stopped: Any, logger: Any,
-                       **kwargs: Any) -> None:
-        key = (namespace, name)
-        state = limiter.states.setdefault(key, LimiterState())
-        try:
-            while not stopped:
-                try:
-                    delay = await _reconcile_once(limiter, state, body, kwargs, handlers, globals_, logger)
-                except Exception as e:  # one bad evaluation must not stop this limiter for good
-                    observability.RECONCILE_ERRORS.labels(kind="SmartLimiter", reason=type(e).__name__).inc()
-                    logger.exception("Failed to evaluate SmartLimiter %s/%s: %s", namespace, name, e)
-                    state.applied_digest = ""
-                    delay = state.backoff.next_delay()
-                await _sleep(state, stopped, delay)
-        finally:
-            limiter.states.pop(key, None)
+    @kopf.on.startup(registry=registry)
+    async def start_scheduler(memo: Any, **_: Any) -> None:
+        task = asyncio.get_running_loop().create_task(
+            limiter.scheduler.run(active=runtime.peering.wait_active), name="limiter scheduler")
+        runtime.state["limiter_scheduler"] = task
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=not limiter.rls.enabled)
-    def remove_rls_entries(namespace: Any, name: Any, **_: Any) -> None:
-        # EnvoyFilters go by ownerReference GC; the shared RLS ConfigMap needs us.
-        limiter.rls.write(name, namespace, [])
+    @kopf.on.cleanup(registry=registry)
+    async def stop_scheduler(**_: Any) -> None:
+        task = runtime.state.pop("limiter_scheduler", None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        limiter.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def _sleep(state: LimiterState, stopped: Any, delay: float) -> None:
-    """Until the next evaluation: ``delay`` passes, something wakes us, or we stop. A wake by
-    a dependency (pods come in bursts) is debounced; one by the limiter's own spec is not."""
-
-    async def until_stopped() -> None:
-        await stopped.wait()
-
-    waiters = [asyncio.ensure_future(state.wake.wait()), asyncio.ensure_future(until_stopped())]
-    done, pending = await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if state.wake.is_set() and not state.spec_changed and not stopped:
-        await asyncio.sleep(DEBOUNCE_SECONDS)
-    state.wake.clear()
-    state.spec_changed = False
-
-
-async def _reconcile_once(limiter: Limiter, state: LimiterState, body: kopf.Body, indexes: dict[str, Any],
-                          handlers: Any, globals_: Any, logger: logging.Logger) -> float:
-    """One evaluation; returns the seconds until the next one."""
+async def _reconcile_once(limiter: Limiter, state: LimiterState) -> float | None:
+    """One evaluation; returns the seconds until the next one (None: only when poked)."""
     refresh = limiter.config.refresh_seconds
     started = time.perf_counter()
-    cr = _plain(body)
+    cr = state.cr
     ns, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+    if cr["metadata"].get("deletionTimestamp"):
+        if RLS_FINALIZER in (cr["metadata"].get("finalizers") or []):
+            await limiter.blocking(_release, limiter, cr)
+        return None
+    indexes = limiter.indexes
     ctx_args: dict[str, Any] = dict(
         cr=cr,
         services=indexes["services"].get((ns, name), []),
-        pods=_pods_for(cr, indexes["pods"], globals_.istioNamespace),
+        pods=_pods_for(cr, indexes["pods"], limiter.globals_.istioNamespace),
         destination_rules=indexes["destinationrules"].get(ns, []),
         service_entries=indexes["serviceentries"],
         config=limiter.config,
-        globals_=globals_,
+        globals_=limiter.globals_,
     )
     prom_values: dict[str, str] = {}
-    queries = prometheus_queries(handlers=handlers, **ctx_args) if limiter.prometheus else {}
+    queries = prometheus_queries(handlers=limiter.handlers, **ctx_args) if limiter.prometheus else {}
     metrics_condition = ConditionUpdate(METRICS, True, "MetricsRead" if queries else "NoQueries",
                                         f"{len(queries)} Prometheus queries answered" if queries else "")
     if queries:
         try:
-            prom_values = await asyncio.to_thread(limiter.prometheus.query, queries)  # type: ignore[union-attr]
+            prom_values = await limiter.blocking(limiter.prometheus.query, queries)  # type: ignore[union-attr]
             observability.METRIC_QUERIES.labels(source="prometheus", result="ok").inc()
             state.backoff.reset()
         except MetricsUnavailableError as e:
             observability.METRIC_QUERIES.labels(source="prometheus", result="error").inc()
             delay = min(state.backoff.next_delay(), refresh)
-            logger.warning("Kept the last limits of SmartLimiter %s/%s: metrics unavailable (%s): %s",
-                           ns, name, e.reason, e.message)
-            await asyncio.to_thread(_write_status, limiter.kube, cr, None,
-                                    [ConditionUpdate(METRICS, False, e.reason, e.message)])
+            log.warning("Kept the last limits of SmartLimiter %s/%s: metrics unavailable (%s): %s",
+                        ns, name, e.reason, e.message)
+            await limiter.blocking(_write_status, limiter.kube, state, None,
+                                   [ConditionUpdate(METRICS, False, e.reason, e.message)])
             observability.RECONCILES.labels(kind="SmartLimiter", result="metrics_unavailable").inc()
             return delay
     ctx = limiter_context(metrics=prom_values, **ctx_args)
     state.selector = pod_selector(cr, ctx.service, ctx.host_selector)
-    state.pod_namespace = pod_namespace(cr, globals_.istioNamespace)
+    state.pod_namespace = pod_namespace(cr, limiter.globals_.istioNamespace)
     state.evaluated = True
     state.generation = cr["metadata"].get("generation")
     result = render_smartlimiter(cr, ctx)
     if not result.in_scope:
         return max(refresh, IDLE_RESYNC_SECONDS)
     try:
-        await asyncio.to_thread(_apply, limiter, state, cr, result, metrics_condition)
+        await limiter.blocking(_apply, limiter, state, result, metrics_condition)
         observability.RECONCILES.labels(kind="SmartLimiter", result="ok").inc()
-    except Exception as e:  # a failed write must not kill the daemon: report and retry
+    except Exception as e:  # a failed write must not stop the limiter: report and retry
         observability.RECONCILE_ERRORS.labels(kind="SmartLimiter", reason=type(e).__name__).inc()
-        logger.error("Failed to apply SmartLimiter %s/%s: %s", ns, name, e)
-        state.applied_digest = ""
+        log.error("Failed to apply SmartLimiter %s/%s: %s", ns, name, e)
+        state.applied_digest, state.children = "", None
         return min(state.backoff.next_delay(), refresh)
     finally:
         observability.RECONCILE_SECONDS.labels(kind="SmartLimiter").observe(time.perf_counter() - started)
     return refresh if queries else max(refresh, IDLE_RESYNC_SECONDS)
 
 
-def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: LimiterResult,
-           metrics_condition: ConditionUpdate) -> None:
+def _apply(limiter: Limiter, state: LimiterState, result: LimiterResult, metrics_condition: ConditionUpdate) -> None:
     """Write what the render produced: EnvoyFilters, RLS entries, status. Blocking."""
+    cr = state.cr
     ns, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
     conditions = [ConditionUpdate(p.type, p.status, p.reason, p.message) for p in result.problems]
     types = {c.type for c in conditions}
@@ -262,8 +306,15 @@ def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: Li
         digest = _digest(cr["metadata"]["uid"], desired, keep, result.rls_descriptors)
         resync = time.monotonic() - state.last_full_sync > FULL_RESYNC_SECONDS
         if digest != state.applied_digest or resync:
-            _sync_envoyfilters(limiter.kube, cr, desired, keep)
-            limiter.rls.write(name, ns, result.rls_descriptors)
+            state.applied_digest = ""  # until all of it is written
+            state.children = _sync_envoyfilters(limiter.kube, cr, desired, keep, None if resync else state.children)
+            # Most limiters are local: once one is known to own no RLS entry, leave the shared
+            # file alone (each write reads, parses and dumps all of it).
+            if result.rls_descriptors or state.rls_owned is not False:
+                if result.rls_descriptors and limiter.rls.enabled:
+                    _hold(limiter.kube, cr)  # before the entries: they must not outlive the limiter
+                limiter.rls.write(name, ns, result.rls_descriptors)
+                state.rls_owned = bool(result.rls_descriptors)
             state.applied_digest = digest
             state.last_full_sync = time.monotonic()
     if READY not in types:  # Ready sums up: false while any other condition reports a problem
@@ -273,27 +324,55 @@ def _apply(limiter: Limiter, state: LimiterState, cr: dict[str, Any], result: Li
         elif result.valid:
             in_force = f"{len(result.envoyfilters)} EnvoyFilter(s) in force"
             conditions.append(ConditionUpdate(READY, True, "Rendered", in_force))
-    _write_status(limiter.kube, cr, result.status if result.valid else None, conditions)
+    _write_status(limiter.kube, state, result.status if result.valid else None, conditions)
 
 
-def _sync_envoyfilters(kube: Kube, cr: dict[str, Any], desired: list[dict[str, Any]], keep: list[str]) -> None:
+def _sync_envoyfilters(kube: Kube, cr: dict[str, Any], desired: list[dict[str, Any]], keep: list[str],
+                       previous: frozenset[tuple[str, str, str]] | None) -> frozenset[tuple[str, str, str]]:
     if keep:  # sets that could not be evaluated keep their applied EnvoyFilter
         ns = cr["metadata"]["namespace"]
         for ef_name in keep:
             current = kube.get(ENVOY_FILTER, ns, ef_name)
             if current is not None:
                 desired = desired + [_strip_server_fields(current)]
-    result = sync_children(kube, cr, desired, [ENVOY_FILTER])
+    result = sync_children(kube, cr, desired, [ENVOY_FILTER], previous)
     for what in result.applied:
         log.info("Applied %s for SmartLimiter %s/%s", what, cr["metadata"]["namespace"], cr["metadata"]["name"])
     for what in result.deleted:
         log.info("Deleted %s of SmartLimiter %s/%s", what, cr["metadata"]["namespace"], cr["metadata"]["name"])
+    return result.children
 
 
-def _write_status(kube: Kube, cr: dict[str, Any], fields: dict[str, Any] | None,
+def _hold(kube: Kube, cr: dict[str, Any]) -> None:
+    """Add RLS_FINALIZER, if missing. The resourceVersion precondition keeps others' finalizers
+    (a merge patch replaces the whole list); on a conflict the evaluation fails and is retried."""
+    meta = cr["metadata"]
+    finalizers = list(meta.get("finalizers") or [])
+    if RLS_FINALIZER not in finalizers:
+        kube.merge_patch(SMARTLIMITER, meta["namespace"], meta["name"], {"metadata": {
+            "resourceVersion": meta["resourceVersion"], "finalizers": [*finalizers, RLS_FINALIZER]}})
+
+
+def _release(limiter: Limiter, cr: dict[str, Any]) -> None:
+    """A deleted limiter: remove its RLS entries, then its finalizer (same precondition as _hold)."""
+    meta = cr["metadata"]
+    limiter.rls.write(meta["name"], meta["namespace"], [])
+    finalizers = [f for f in meta.get("finalizers") or [] if f != RLS_FINALIZER]
+    try:
+        limiter.kube.merge_patch(SMARTLIMITER, meta["namespace"], meta["name"], {"metadata": {
+            "resourceVersion": meta["resourceVersion"], "finalizers": finalizers or None}})
+    except ApiException as e:
+        if e.status != 404:  # 409: changed meanwhile; the next event brings the new body
+            raise
+    log.info("Removed the RLS entries of deleted SmartLimiter %s/%s", meta["namespace"], meta["name"])
+
+
+def _write_status(kube: Kube, state: LimiterState, fields: dict[str, Any] | None,
                   conditions: list[ConditionUpdate]) -> None:
-    """Patch status through the status subresource, only if something changed."""
-    old = cr.get("status") or {}
+    """Patch status through the status subresource, only if something changed. Compared with the
+    body's status overlaid with what we last wrote: under load the body may not show that yet."""
+    cr = state.cr
+    old = {**(cr.get("status") or {}), **state.written_status}
     generation = cr["metadata"].get("generation", 0)
     new_conditions = set_conditions(old.get("conditions"), conditions, generation)
     patch: dict[str, Any] = {}
@@ -304,9 +383,9 @@ def _write_status(kube: Kube, cr: dict[str, Any], fields: dict[str, Any] | None,
     if not same_conditions(old.get("conditions"), new_conditions):
         patch["conditions"] = new_conditions
     if patch:
-        kind = Kind(f"{GROUP}/{VERSION}", "SmartLimiter", PLURAL)
-        kube.merge_patch(kind, cr["metadata"]["namespace"], cr["metadata"]["name"], {"status": patch},
+        kube.merge_patch(SMARTLIMITER, cr["metadata"]["namespace"], cr["metadata"]["name"], {"status": patch},
                          subresource="status")
+        state.written_status.update(patch)
 
 
 class RlsWriter:
