@@ -61,10 +61,10 @@ def _git_state() -> dict[str, Any]:
     def git(*a: str) -> str:
         proc = subprocess.run(["git", *a], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
                               check=False)
-        return proc.stdout.strip()
+        return proc.stdout
 
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "dirty": [line[3:] for line in git("status", "--porcelain", "--", "slime").splitlines()]}
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            "dirty": [line[3:] for line in git("status", "--porcelain", "--", "slime").splitlines() if line]}
 
 
 def _terminate(signum: int, _frame: object) -> None:

@@ -4,7 +4,8 @@ The main thread (kopf's event loop) is written to STATS, every other thread (``a
 work: Prometheus queries, API writes; kopf's sync handlers) merged into STATS.threads. Threads are
 timed in CPU time (``time.thread_time``): their wall time is mostly waiting for I/O and the GIL. SIGUSR1
 writes both: a saturated operator may not exit cleanly on SIGTERM, so the benchmark asks for the
-stats first, then stops it.
+stats first, then stops it. SIGUSR2 clears what was collected so far (the benchmark sends it when a
+phase starts, so that the stats cover that phase, not the set-up).
 """
 
 from __future__ import annotations
@@ -56,7 +57,12 @@ if __name__ == "__main__":
         _write(path + ".threads", _threads)
         _write(path, [main_profiler])
 
+    def clear(*_: object) -> None:
+        for p in [main_profiler, *_threads]:
+            p.clear()
+
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, clear)
     threading.setprofile(_profile_this_thread)  # each new thread starts its own profiler
     main_profiler.enable()
     sys.exit(main(args))

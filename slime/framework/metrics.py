@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -128,6 +128,11 @@ def count_ready_pods(pods: Sequence[Mapping[str, Any]], selector: Mapping[str, s
     return sum(1 for p in pods if _is_ready(p) and _matches(_labels(p), selector))
 
 
+def ready_pods(pods: Iterable[Mapping[str, Any]], selector: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    """The pods matching ``selector`` that are Running and not being deleted."""
+    return [p for p in pods if _is_ready(p) and _matches(_labels(p), selector)]
+
+
 def pods_by_set(
     pods: Sequence[Mapping[str, Any]],
     selector: Mapping[str, str],
@@ -135,7 +140,7 @@ def pods_by_set(
 ) -> dict[str, list[str]]:
     """Sorted names of ready pods per set: ``_base`` (the selector) and each subset (selector AND
     subset labels). Every set is present, possibly with an empty list."""
-    ready = [p for p in pods if _is_ready(p) and _matches(_labels(p), selector)]
+    ready = ready_pods(pods, selector)
     out: dict[str, list[str]] = {BASE_SET: sorted(_name(p) for p in ready)}
     for subset, labels in (subsets or {}).items():
         if subset == BASE_SET:

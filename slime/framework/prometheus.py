@@ -32,6 +32,11 @@ class PrometheusSource:
         # No client-side retries: a down Prometheus must fail fast; the caller paces retries (Backoff).
         # read=False re-raises a read timeout as such, instead of as a generic connection error.
         self._client = PrometheusConnect(url=self.address, disable_ssl=True, retry=Retry(total=0, read=False))
+        # requests re-reads the proxy environment (all of os.environ) on every request; with a query
+        # per limiter per refresh that was a good part of the operator's CPU. Read it once instead.
+        session = self._client._session
+        session.proxies.update(requests.utils.get_environ_proxies(self.address))
+        session.trust_env = False
 
     def close(self) -> None:
         self._client._session.close()

@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
+from slime.framework.config import load_module_configs
+from slime.framework.metrics import Handler
 from slime.modules.limiter.api import LimiterConfig
+from slime.modules.limiter.context import counted_pods, limiter_context, prometheus_queries
 from slime.modules.limiter.render import (
     LimiterContext,
     LimiterResult,
@@ -194,3 +197,24 @@ def test_upstream_e2e_sample_typo_is_rejected() -> None:
     assert not result.valid and result.envoyfilters == []
     [problem] = result.problems
     assert problem.reason == "InvalidSpec" and "stragety" in problem.message
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_counted_pods_give_the_same_context_and_queries(name: str) -> None:
+    """The operator narrows a namespace's pods to ``counted_pods`` once per evaluation; the
+    context and the Prometheus queries from them must equal those from every pod."""
+    case = load_case(name)
+    cr, objects = case["smartlimiter"], case.get("objects") or []
+    by_kind = {k: [o for o in objects if o["kind"] == k] for k in ("Service", "Pod", "DestinationRule")}
+    globals_ = load_module_configs({"name": "limiter", "global": case.get("global") or {}})[0].globals
+    config = LimiterConfig.model_validate(case.get("config") or {})
+    handlers = {"cpu.sum": Handler(query='sum(cpu{namespace="$namespace",pod=~"$pod_name"})')}
+    narrowed = counted_pods(cr, by_kind["Service"], by_kind["Pod"], globals_)
+    assert len(narrowed) <= len(by_kind["Pod"])
+
+    def both(pods: list[dict[str, Any]]) -> tuple[Any, Any]:
+        args = (cr, by_kind["Service"], pods, by_kind["DestinationRule"])
+        ctx = limiter_context(*args, case.get("metrics") or {}, config, globals_)
+        return ctx, prometheus_queries(*args, config, globals_, handlers)
+
+    assert both(narrowed) == both(by_kind["Pod"])

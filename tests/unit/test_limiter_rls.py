@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import yaml
 
-from slime.modules.limiter.rls import merge_rls_config
+from slime.modules.limiter.rls import dump_rls_config, merge_rls_config, merge_rls_doc, parse_rls_config, rls_owners
 
 EXISTING = """\
 domain: slime
@@ -67,3 +69,19 @@ def test_not_a_ratelimit_config() -> None:
         merge_rls_config("- a\n- b\n", "a", "default", NEW)
     with pytest.raises(yaml.YAMLError):
         merge_rls_config("a: [", "a", "default", NEW)
+
+
+def test_doc_merge_leaves_its_input_alone_and_names_owners() -> None:
+    doc = parse_rls_config(EXISTING)
+    before = copy.deepcopy(doc)
+    merged = merge_rls_doc(doc, {("a", "default"): NEW, ("b", "default"): []})
+    assert doc == before
+    assert rls_owners(doc) == {"a.default", "b.default", "xa.default"}
+    assert rls_owners(merged) == {"a.default", "xa.default"}
+    assert dump_rls_config(merged) == merge_rls_config(merge_rls_config(EXISTING, "b", "default", []),
+                                                       "a", "default", NEW)
+    NEW[0]["rate_limit"]["requests_per_unit"] = 8  # the caller's descriptors change later...
+    try:
+        assert merged["descriptors"][0]["rate_limit"]["requests_per_unit"] == 7  # ...not the merged file
+    finally:
+        NEW[0]["rate_limit"]["requests_per_unit"] = 7

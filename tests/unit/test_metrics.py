@@ -341,3 +341,16 @@ def test_backoff_reset_and_no_overflow() -> None:
     assert b.next_delay() == 30
     b.reset()
     assert b.attempts == 0 and b.next_delay() == 1
+
+
+def test_prometheus_source_reads_the_proxy_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slime.framework.prometheus import PrometheusSource
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.local:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = PrometheusSource("http://prometheus.monitoring:9090")
+    assert proxied._client._session.proxies.get("http") == "http://proxy.local:3128"
+    monkeypatch.setenv("NO_PROXY", "prometheus.monitoring")
+    direct = PrometheusSource("http://prometheus.monitoring:9090")
+    assert not direct._client._session.proxies

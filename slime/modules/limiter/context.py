@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from slime.framework.config import GlobalConfig
-from slime.framework.metrics import Handler, Query, build_queries, pods_by_set
+from slime.framework.metrics import Handler, Query, build_queries, pods_by_set, ready_pods
 from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.render import LimiterContext, pod_namespace, pod_selector, required_metrics, subsets
 
@@ -78,6 +78,18 @@ def _pods_by_set(
     ns = pod_namespace(cr, istio_namespace)
     in_scope = [p for p in _flat(pods) if ns is None or _ns(p) == ns]
     return pods_by_set(in_scope, selector, subsets(cr, drs))
+
+
+def counted_pods(cr: Obj, services: Objects, pods: Objects, globals_: GlobalConfig,
+                 service_entries: Objects = ()) -> list[Obj]:
+    """The pods ``cr`` may count in any set: in its scope, Running, matching its selector. Contexts
+    and queries from these alone equal those from all ``pods``: the operator narrows a namespace's
+    pods to them once per evaluation instead of scanning them all for each use."""
+    selector = pod_selector(cr, find_service(cr, services), host_selector(cr, service_entries, globals_))
+    if selector is None:
+        return []
+    ns = pod_namespace(cr, globals_.istioNamespace)
+    return ready_pods((p for p in _flat(pods) if ns is None or _ns(p) == ns), selector)
 
 
 def limiter_pods(

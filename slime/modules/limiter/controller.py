@@ -36,7 +36,7 @@ from slime.framework.runtime import ModuleRuntime
 from slime.framework.scheduler import Scheduler
 from slime.framework.sync import sync_children
 from slime.modules.limiter.api import GROUP, PLURAL, VERSION, LimiterConfig
-from slime.modules.limiter.context import limiter_context, prometheus_queries
+from slime.modules.limiter.context import counted_pods, limiter_context, prometheus_queries
 from slime.modules.limiter.render import (
     METRICS,
     READY,
@@ -46,7 +46,7 @@ from slime.modules.limiter.render import (
     pod_selector,
     render_smartlimiter,
 )
-from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_updates
+from slime.modules.limiter.rls import CONFIG_KEY, dump_rls_config, merge_rls_doc, parse_rls_config, rls_owners
 
 log = logging.getLogger("slime.limiter")
 T = TypeVar("T")
@@ -143,6 +143,8 @@ class Limiter:
         state = self.states.get(key)
         if state is None:
             state = self.states[key] = LimiterState(cr=cr)
+            if event_type == "ADDED":  # created while we watch: it has no children nor RLS entries yet
+                state.children, state.last_full_sync, state.rls_owned = frozenset(), time.monotonic(), False
         else:
             state.cr = cr
         if meta.get("deletionTimestamp"):
@@ -244,10 +246,12 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState) -> float | None
             await limiter.blocking(_release, limiter, cr)
         return None
     indexes = limiter.indexes
+    services = indexes["services"].get((ns, name), [])
     ctx_args: dict[str, Any] = dict(
         cr=cr,
-        services=indexes["services"].get((ns, name), []),
-        pods=_pods_for(cr, indexes["pods"], limiter.globals_.istioNamespace),
+        services=services,
+        pods=counted_pods(cr, services, _pods_for(cr, indexes["pods"], limiter.globals_.istioNamespace),
+                          limiter.globals_, indexes["serviceentries"]),
         destination_rules=indexes["destinationrules"].get(ns, []),
         service_entries=indexes["serviceentries"],
         config=limiter.config,
@@ -403,6 +407,7 @@ class RlsWriter:
         self._queue: dict[tuple[str, str], tuple[list[dict[str, Any]], Future[None]]] = {}
         self._queue_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._parsed: tuple[str | None, dict[str, Any], set[str]] | None = None  # (resourceVersion, file, owners)
 
     @property
     def enabled(self) -> bool:
@@ -433,28 +438,42 @@ class RlsWriter:
                         waiter.set_result(None)
         done.result()
 
+    def _read(self, cm_ns: str, cm_name: str) -> tuple[dict[str, Any] | None, dict[str, Any], set[str]]:
+        """The ConfigMap, its parsed file and the owners in it; parsed once per resourceVersion
+        (a parse of a file with many global limiters takes tens of ms, holding the GIL)."""
+        cm = self.kube.get(CONFIG_MAP, cm_ns, cm_name)
+        if cm is None:
+            return None, {}, set()
+        rv = cm["metadata"].get("resourceVersion")
+        if self._parsed is None or self._parsed[0] != rv:
+            doc = parse_rls_config((cm.get("data") or {}).get(CONFIG_KEY))
+            self._parsed = (rv, doc, rls_owners(doc))
+        return cm, self._parsed[1], self._parsed[2]
+
     def _write_batch(self, updates: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
         assert self.config.rlsConfigMap is not None
         cm_name, cm_ns = self.config.rlsConfigMap.name, self.config.rlsConfigMap.namespace or "istio-system"
         for _ in range(RLS_WRITE_ATTEMPTS):
-            cm = self.kube.get(CONFIG_MAP, cm_ns, cm_name)
-            text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
-            merged = merge_rls_updates(text, updates, domain=self.config.domain)
-            if merged == text or (cm is None and not any(updates.values())):
+            cm, doc, owners = self._read(cm_ns, cm_name)
+            if not any(updates.values()) and not owners & {f"{name}.{ns}" for name, ns in updates}:
+                return  # only removals, of entries that are not there
+            merged = merge_rls_doc(doc, updates, domain=self.config.domain)
+            if cm is not None and merged == doc:
                 return
+            data = {CONFIG_KEY: dump_rls_config(merged)}
             try:
                 if cm is None:
-                    self.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
-                                      "metadata": {"name": cm_name, "namespace": cm_ns},
-                                      "data": {CONFIG_KEY: merged}})
+                    written = self.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                                "metadata": {"name": cm_name, "namespace": cm_ns}, "data": data})
                 else:
-                    self.kube.merge_patch(CONFIG_MAP, cm_ns, cm_name, {
-                        "metadata": {"resourceVersion": cm["metadata"]["resourceVersion"]},
-                        "data": {CONFIG_KEY: merged}})
-                return
+                    written = self.kube.merge_patch(CONFIG_MAP, cm_ns, cm_name, {
+                        "metadata": {"resourceVersion": cm["metadata"]["resourceVersion"]}, "data": data})
             except ApiException as e:
                 if e.status != 409:  # 409: changed (or created) since we read it
                     raise
+                continue
+            self._parsed = (written["metadata"].get("resourceVersion"), merged, rls_owners(merged))
+            return
         raise RuntimeError(f"RLS ConfigMap {cm_ns}/{cm_name} kept changing; will retry")
 
 
