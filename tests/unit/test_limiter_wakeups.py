@@ -39,3 +39,33 @@ def test_service_and_spec_events_wake_the_limiter_of_that_name() -> None:
     assert woken(limiter) == {"a/reviews"}
     limiter.poke_namespace("b")
     assert woken(limiter) == {"a/reviews", "b/reviews"}
+
+
+def test_counted_pods_are_reused_until_a_pod_or_service_event() -> None:
+    from slime.framework.config import load_module_configs
+    from slime.modules.limiter.controller import _counted_pods
+
+    def pod(name: str) -> dict[str, object]:
+        return {"metadata": {"name": name, "namespace": "a", "labels": {"app": "reviews"}},
+                "status": {"phase": "Running"}}
+
+    limiter = limiter_with()
+    limiter.globals_ = load_module_configs({"name": "limiter"})[0].globals
+    pods = [pod("r-1")]
+    limiter.indexes = {"pods": {"a": pods}, "serviceentries": {}}
+    cr = {"metadata": {"name": "reviews", "namespace": "a", "generation": 1}, "spec": {}}
+    service = {"metadata": {"name": "reviews", "namespace": "a"}, "spec": {"selector": {"app": "reviews"}}}
+    state = LimiterState(cr=cr)
+    assert [p["metadata"]["name"] for p in _counted_pods(limiter, state, [service])] == ["r-1"]
+    pods.append(pod("r-2"))  # the index changed, but no event yet: the kept list is used
+    assert len(_counted_pods(limiter, state, [service])) == 1
+    limiter.poke_pod("b", {"app": "reviews"})  # an event in another namespace changes nothing here
+    assert len(_counted_pods(limiter, state, [service])) == 1
+    limiter.poke_pod("a", {"app": "reviews"})
+    assert len(_counted_pods(limiter, state, [service])) == 2
+    pods.append(pod("r-3"))
+    limiter.object_epoch += 1  # what a Service or ServiceEntry event does
+    assert len(_counted_pods(limiter, state, [service])) == 3
+    pods.append(pod("r-4"))
+    state.cr = {**cr, "metadata": {**cr["metadata"], "generation": 2}}  # a spec change
+    assert len(_counted_pods(limiter, state, [service])) == 4

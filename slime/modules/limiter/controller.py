@@ -81,6 +81,7 @@ class LimiterState:
     generation: int | None = None  # metadata.generation of the last evaluation
     selector: dict[str, str] | None = None  # None: counts no pods
     pod_namespace: str | None = None  # None: all namespaces (a limiter in the Istio root namespace)
+    counted: tuple[Any, list[Any]] | None = None  # (epochs, its pods): a refresh with no pod event reuses them
 
 
 @dataclass
@@ -94,6 +95,9 @@ class Limiter:
     indexes: dict[str, Any] = field(default_factory=dict)  # kopf's live indexes, from the first event
     scheduler: Scheduler[Key] = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
+    # Bumped on each event of their kind: a limiter's counted pods are reused while these stand still.
+    pod_epochs: dict[str | None, int] = field(default_factory=dict)  # by namespace; None: any
+    object_epoch: int = 0  # Services and ServiceEntries (they decide the pod selector)
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler(self.evaluate, concurrency=CONCURRENCY, debounce=DEBOUNCE_SECONDS)
@@ -124,6 +128,8 @@ class Limiter:
 
     def poke_pod(self, namespace: str | None, labels: dict[str, str]) -> None:
         """Wake the limiters that count this pod (their selector is a subset of its labels)."""
+        self.pod_epochs[namespace] = self.pod_epochs.get(namespace, 0) + 1
+        self.pod_epochs[None] = self.pod_epochs.get(None, 0) + 1
         for key, state in self.states.items():
             if not state.evaluated:
                 if key[0] == namespace:
@@ -208,7 +214,12 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
 
     @kopf.on.event("", "v1", "services", registry=registry)
     async def service_changed(namespace: Any, name: Any, **_: Any) -> None:
+        limiter.object_epoch += 1
         limiter.poke_name(namespace, name)  # a SmartLimiter limits the Service of its own name
+
+    @kopf.on.event("networking.istio.io", "v1beta1", "serviceentries", registry=registry)
+    async def serviceentry_changed(**_: Any) -> None:
+        limiter.object_epoch += 1  # read at the next evaluation (a limiter's `host` may name it)
 
     @kopf.on.event("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
     async def destinationrule_changed(namespace: Any, **_: Any) -> None:
@@ -250,8 +261,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState) -> float | None
     ctx_args: dict[str, Any] = dict(
         cr=cr,
         services=services,
-        pods=counted_pods(cr, services, _pods_for(cr, indexes["pods"], limiter.globals_.istioNamespace),
-                          limiter.globals_, indexes["serviceentries"]),
+        pods=_counted_pods(limiter, state, services),
         destination_rules=indexes["destinationrules"].get(ns, []),
         service_entries=indexes["serviceentries"],
         config=limiter.config,
@@ -480,10 +490,19 @@ class RlsWriter:
 # --- small helpers
 
 
-def _pods_for(cr: dict[str, Any], pods_index: Any, istio_namespace: str) -> Any:
-    """The pods a limiter may count: its namespace's, or all for one in the Istio root namespace."""
-    ns = pod_namespace(cr, istio_namespace)
-    return pods_index if ns is None else pods_index.get(ns, [])
+def _counted_pods(limiter: Limiter, state: LimiterState, services: Any) -> list[Any]:
+    """The pods the limiter may count (see ``counted_pods``), from its namespace's (all, for one in
+    the Istio root namespace). Kept until a pod, Service or ServiceEntry event or a spec change:
+    an adaptive limiter re-evaluated every refresh does not scan the namespace's pods each time."""
+    cr = state.cr
+    ns = pod_namespace(cr, limiter.globals_.istioNamespace)
+    epochs = (cr["metadata"].get("generation"), limiter.pod_epochs.get(ns, 0), limiter.object_epoch)
+    if state.counted is None or state.counted[0] != epochs:
+        pods_index = limiter.indexes["pods"]
+        pods = pods_index if ns is None else pods_index.get(ns, [])
+        state.counted = (epochs, counted_pods(cr, services, pods, limiter.globals_,
+                                              limiter.indexes["serviceentries"]))
+    return state.counted[1]
 
 
 def _plain(body: Any) -> dict[str, Any]:
