@@ -115,6 +115,14 @@ def get_limiter(api: k8s.ApiClient, ns: str, name: str) -> dict[str, Any]:
     return obj
 
 
+def limiter_gone(api: k8s.ApiClient, ns: str, name: str) -> bool:
+    try:
+        get_limiter(api, ns, name)
+    except ApiException as e:
+        return e.status == 404
+    return False
+
+
 def condition(api: k8s.ApiClient, ns: str, name: str, type_: str) -> dict[str, Any] | None:
     obj = get_limiter(api, ns, name)
     return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == type_), None)
@@ -239,15 +247,19 @@ def test_global_strategy_maintains_its_own_rls_entries(limiter_operator: Operato
     k8s.CustomObjectsApi(k8s_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "details")
     wait_until(lambda: not any(str(d.get("value", "")).startswith(mine) for d in rls()), 20, "our entry removed")
     assert other in rls()  # someone else's entry is left alone
+    wait_until(lambda: limiter_gone(k8s_api, namespace, "details"), 20, "the limiter released and gone")
 
-    def gone() -> bool:
-        try:
-            get_limiter(k8s_api, namespace, "details")
-        except ApiException as e:
-            return e.status == 404
-        return False
 
-    wait_until(gone, 20, "the limiter released and gone")
+def test_a_finalizer_left_by_an_earlier_version_is_released(limiter_operator: Operator, k8s_api: k8s.ApiClient,
+                                                            namespace: str) -> None:
+    # Earlier versions ran a kopf daemon per SmartLimiter, which put kopf's finalizer on each.
+    make_service(k8s_api, namespace, "legacy", {"app": "legacy"})
+    body = smartlimiter(namespace, "legacy", "true", "5")
+    body["metadata"]["finalizers"] = ["slime.io/finalizer"]
+    create(k8s_api, body)
+    wait_until(lambda: tokens(envoyfilter(k8s_api, namespace, "legacy")) == 5, 20, "its EnvoyFilter")
+    k8s.CustomObjectsApi(k8s_api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "legacy")
+    wait_until(lambda: limiter_gone(k8s_api, namespace, "legacy"), 20, "the limiter released and gone")
 
 
 def test_many_global_limiters_at_once_lose_no_rls_entry(limiter_operator: Operator, k8s_api: k8s.ApiClient,

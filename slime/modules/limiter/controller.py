@@ -61,6 +61,8 @@ CONCURRENCY = 6  # evaluations due by timer or dependency at once; a limiter's o
 THREADS = 16  # for blocking calls; more than CONCURRENCY so that edits never queue behind refreshes
 INDEXES = ("services", "pods", "destinationrules", "serviceentries")
 RLS_FINALIZER = "slime.io/rls-entries"  # on limiters with RLS entries: removed on delete, then released
+# Released on delete too: kopf's finalizer, which earlier versions put on every SmartLimiter.
+OUR_FINALIZERS = frozenset({RLS_FINALIZER, "slime.io/finalizer"})
 SMARTLIMITER = Kind(f"{GROUP}/{VERSION}", "SmartLimiter", PLURAL)
 
 
@@ -154,7 +156,7 @@ class Limiter:
         else:
             state.cr = cr
         if meta.get("deletionTimestamp"):
-            if RLS_FINALIZER in (meta.get("finalizers") or []):
+            if OUR_FINALIZERS & set(meta.get("finalizers") or []):
                 self.scheduler.poke(key, urgent=True)  # remove its RLS entries, then let it go
         elif meta.get("generation") != state.generation:
             # Edited or created now: urgent. Listed at start (type None): in turn, with the others.
@@ -253,7 +255,7 @@ async def _reconcile_once(limiter: Limiter, state: LimiterState) -> float | None
     cr = state.cr
     ns, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
     if cr["metadata"].get("deletionTimestamp"):
-        if RLS_FINALIZER in (cr["metadata"].get("finalizers") or []):
+        if OUR_FINALIZERS & set(cr["metadata"].get("finalizers") or []):
             await limiter.blocking(_release, limiter, cr)
         return None
     indexes = limiter.indexes
@@ -371,7 +373,7 @@ def _release(limiter: Limiter, cr: dict[str, Any]) -> None:
     """A deleted limiter: remove its RLS entries, then its finalizer (same precondition as _hold)."""
     meta = cr["metadata"]
     limiter.rls.write(meta["name"], meta["namespace"], [])
-    finalizers = [f for f in meta.get("finalizers") or [] if f != RLS_FINALIZER]
+    finalizers = [f for f in meta.get("finalizers") or [] if f not in OUR_FINALIZERS]
     try:
         limiter.kube.merge_patch(SMARTLIMITER, meta["namespace"], meta["name"], {"metadata": {
             "resourceVersion": meta["resourceVersion"], "finalizers": finalizers or None}})
