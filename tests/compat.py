@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import yaml
 
-COMPAT = Path(__file__).resolve().parents[2] / "shared" / "compat" / "slime"
+# Next to the repository, as ../shared/compat/slime; SLIME_COMPAT_DIR points elsewhere (a clone in another place).
+COMPAT = Path(os.environ.get("SLIME_COMPAT_DIR") or Path(__file__).resolve().parents[2] / "shared" / "compat" / "slime")
 OUR_KINDS = {"SmartLimiter", "ServiceFence", "PluginManager", "EnvoyPlugin", "SlimeBoot"}
 # Placeholders upstream's e2e samples carry; the e2e runner fills them in the same way.
 PLACEHOLDERS = {"strictRev": "true", "istioRevKey": "istio.io/rev", "istioRevValue": "1-10-2"}

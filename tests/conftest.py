@@ -25,6 +25,14 @@ _controlplane: dict[str, Any] = {"bin": None, "error": None}
 _report: list[str] = []
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.compat import COMPAT
+
+    # Without it, the compat tests would silently collect nothing.
+    if not COMPAT.is_dir():
+        raise pytest.UsageError(f"upstream compat data not found at {COMPAT}; set SLIME_COMPAT_DIR to it")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in item.path.parents:

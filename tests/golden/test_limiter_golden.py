@@ -30,9 +30,10 @@ from slime.modules.limiter.render import (
     subsets,
 )
 from slime.modules.limiter.rls import merge_rls_config
+from tests.compat import COMPAT
 
 HERE = Path(__file__).parent / "limiter"
-UPSTREAM = Path("/work/shared/compat/slime/limiter")
+UPSTREAM = COMPAT / "limiter"
 UPSTREAM_DATA = UPSTREAM / "controllers" / "testdata"
 UPSTREAM_CASES = [
     "limit_by_method",

@@ -28,11 +28,12 @@ import yaml
 
 from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.render import LimiterContext, render_smartlimiter
+from tests.compat import COMPAT
 
 pytestmark = pytest.mark.envoy
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "limiter"
-UPSTREAM_EXPECT = Path("/work/shared/compat/slime/limiter/controllers/testdata")
+UPSTREAM_EXPECT = COMPAT / "limiter" / "controllers" / "testdata"
 LOCAL = "envoy.filters.http.local_ratelimit"
 HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"

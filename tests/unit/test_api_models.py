@@ -18,8 +18,8 @@ from slime.framework.schema import PRESERVE, model_schema
 from slime.framework.validation import parse_spec
 from slime.modules.lazyload.api import SERVICE_FENCE, ServiceFenceSpec, ServiceFenceStatus
 from slime.modules.plugin.api import ENVOY_PLUGIN, PLUGIN_MANAGER, PluginManagerSpec
+from tests.compat import COMPAT
 
-COMPAT = Path(__file__).resolve().parents[3] / "shared" / "compat" / "slime"
 KINDS: dict[str, CrdInfo] = {i.kind: i for i in (PLUGIN_MANAGER, ENVOY_PLUGIN, SERVICE_FENCE, SLIME_BOOT)}
 
 # Upstream's e2e samples are templates; its test framework fills these in.

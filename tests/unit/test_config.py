@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,8 +15,7 @@ from slime.framework.config import (
     default_module_config,
     load_module_configs,
 )
-
-COMPAT = Path(__file__).resolve().parents[3] / "shared" / "compat" / "slime"
+from tests.compat import COMPAT
 
 LIMITER = """
 name: limiter

@@ -25,11 +25,12 @@ from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.context import limiter_context, prometheus_queries
 from slime.modules.limiter.render import render_smartlimiter
 from slime.modules.limiter.rls import merge_rls_config
+from tests.compat import COMPAT
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "limiter"
 GOLDEN = REPO / "tests" / "golden" / "limiter"
-UPSTREAM = REPO.parent / "shared" / "compat" / "slime" / "limiter"
+UPSTREAM = COMPAT / "limiter"
 UPSTREAM_DATA = UPSTREAM / "controllers" / "testdata"
 TYPO_SAMPLE = UPSTREAM / "test/e2e/testdata/install/samples/limiter/productpage_smartlimiter.yaml"
 
