@@ -352,3 +352,31 @@ def test_a_paused_replica_stops_evaluating(kubeconfig: Path, prometheus_stack: P
         assert reconciles(low) > before
     finally:
         assert low.stop() == 0
+
+
+def test_a_restarted_operator_rewrites_nothing(kubeconfig: Path, prometheus_stack: PrometheusStack,
+                                               k8s_api: k8s.ApiClient, namespace: str, tmp_path: Path,
+                                               limiter_operator: Operator) -> None:
+    # After a restart every limiter is evaluated again from scratch; what is in force must be
+    # recognised as such (EnvoyFilters, RLS entries, finalizer, status), not written again.
+    limiter_operator.stop()
+    config = module_config(prometheus_stack.url)
+    for name in ("local", "global"):
+        make_service(k8s_api, namespace, name, {"app": name})
+        make_running_pod(k8s_api, namespace, f"{name}-1", {"app": name}, "10.6.0.1" if name == "local" else "10.6.0.2")
+    first = start_operator(kubeconfig, tmp_path, config, "first")
+    try:
+        create(k8s_api, smartlimiter(namespace, "local", "true", "100/{{._base.pod}}"))
+        create(k8s_api, smartlimiter(namespace, "global", "true", "5", strategy="global"))
+        for name in ("local", "global"):
+            wait_until(lambda n=name: (condition(k8s_api, namespace, n, "Ready") or {}).get("status") == "True", 30,
+                       f"{name} in force")
+    finally:
+        assert first.stop() == 0
+    second = start_operator(kubeconfig, tmp_path, config, "second")
+    try:
+        wait_until(lambda: reconciles(second) >= 2, 30, "both limiters evaluated after the restart")
+        time.sleep(3)  # every limiter present evaluated (debounce 0.3 s), and refreshes (1 s)
+        assert api_writes(second) == 0, second.output()[-2000:]
+    finally:
+        assert second.stop() == 0
