@@ -2,7 +2,8 @@
 
 List the existing children by an ownership label, apply the missing or changed ones
 (server-side apply, field manager ``slime``), delete the extras. Nothing is written
-when nothing changed, so a periodic re-render of an unchanged CR costs only a list.
+when nothing changed, so a periodic re-render of an unchanged CR costs only a list. A caller
+that knows the children from its last sync can skip the list (see ``sync_children``).
 """
 
 from __future__ import annotations
