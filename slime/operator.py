@@ -58,7 +58,8 @@ def module_runtimes(options: RunOptions) -> list[ModuleRuntime]:
         if not cfg.enable:
             log.info("Skipped module %s: disabled in its config", kind)
             continue
-        runtimes.append(ModuleRuntime(name=cfg.name or kind, kind=kind, config=cfg, kubeconfig=options.kubeconfig))
+        runtimes.append(ModuleRuntime(name=cfg.name or kind, kind=kind, config=cfg, kubeconfig=options.kubeconfig,
+                                      namespaces=list(options.namespaces)))
     return runtimes
 
 

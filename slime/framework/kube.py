@@ -8,6 +8,7 @@ Call it from kopf's thread pool (sync handlers) or ``asyncio.to_thread``, never 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +45,8 @@ CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps")
 SERVICE = Kind("v1", "Service", "services")
 POD = Kind("v1", "Pod", "pods")
 DESTINATION_RULE = Kind("networking.istio.io/v1beta1", "DestinationRule", "destinationrules")
-KINDS = {k.kind: k for k in (ENVOY_FILTER, SIDECAR, CONFIG_MAP, SERVICE, POD, DESTINATION_RULE)}
+SERVICE_ENTRY = Kind("networking.istio.io/v1beta1", "ServiceEntry", "serviceentries")
+KINDS = {k.kind: k for k in (ENVOY_FILTER, SIDECAR, CONFIG_MAP, SERVICE, POD, DESTINATION_RULE, SERVICE_ENTRY)}
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
@@ -71,6 +73,35 @@ class Kube:
             raise ApiException.from_response(http_resp=response, body=(response.data or b"").decode(), data=None)
         raw = response.data
         return json.loads(raw) if raw else None
+
+    def list_page(self, kind: Kind, namespace: str | None, limit: int, token: str = "") -> dict[str, Any]:
+        """One page of a quorum list: ``items``, ``metadata.resourceVersion``, ``metadata.continue``."""
+        query = {"limit": str(limit), **({"continue": token} if token else {})}
+        result: dict[str, Any] = self._call("GET", kind.path(namespace), query=query)
+        return result
+
+    def watch(self, kind: Kind, namespace: str | None, resource_version: str,
+              timeout_seconds: int = 300) -> Iterator[dict[str, Any]]:
+        """Watch events (``type``, ``object``) after ``resource_version``, with bookmarks, until the
+        server ends the watch (``timeout_seconds``). Blocking: call it from a thread."""
+        query = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout_seconds)}
+        request = self.api.param_serialize("GET", kind.path(namespace), query_params=list(query.items()),
+                                           header_params={"Accept": "application/json"},
+                                           auth_settings=["BearerToken"])
+        response = self.api.call_api(*request, _request_timeout=(10, timeout_seconds + 30))
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=response.read().decode(), data=None)
+        pending = b""
+        try:
+            for chunk in response.response.stream(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.response.release_conn()
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:

@@ -21,6 +21,7 @@ class ModuleRuntime:
     kind: str
     config: Any  # slime.framework.config.ModuleConfig (kept loose to avoid an import cycle)
     kubeconfig: str | None = None
+    namespaces: list[str] = field(default_factory=list)  # watched namespaces; empty: all
     state: dict[str, Any] = field(default_factory=dict)
     # Whether this replica is the active one; the module's own loops wait on it (kopf's are paused by kopf).
     peering: PeeringGate = field(default_factory=PeeringGate)

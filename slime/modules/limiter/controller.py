@@ -1,7 +1,7 @@
 """kopf wiring for SmartLimiter: gather -> pure render -> sync -> status.
 
-kopf watches SmartLimiters and keeps the cluster objects a render needs (Services, Pods,
-DestinationRules, ServiceEntries) in in-memory indexes. One scheduler (slime.framework.scheduler)
+kopf watches SmartLimiters; informers (slime.framework.informer) keep the cluster objects a render
+needs (Services, Pods, DestinationRules, ServiceEntries) in memory. One scheduler (slime.framework.scheduler)
 evaluates each limiter every ``refresh`` when it reads Prometheus, and soon after anything it
 depends on changes (debounced), or at once when its own spec changes. The only blocking calls
 are Prometheus queries and API writes, both in worker threads. kopf keeps no bookkeeping on
@@ -29,7 +29,8 @@ from kubernetes.client.exceptions import ApiException
 
 from slime.framework import observability
 from slime.framework.conditions import ConditionUpdate, same_conditions, set_conditions
-from slime.framework.kube import CONFIG_MAP, ENVOY_FILTER, Kind, Kube
+from slime.framework.informer import ByName, ByNamespace, Informer
+from slime.framework.kube import CONFIG_MAP, DESTINATION_RULE, ENVOY_FILTER, POD, SERVICE, SERVICE_ENTRY, Kind, Kube
 from slime.framework.metrics import Backoff, MetricsUnavailableError
 from slime.framework.prometheus import PrometheusSource
 from slime.framework.runtime import ModuleRuntime
@@ -59,7 +60,6 @@ FULL_RESYNC_SECONDS = 300.0  # re-list children now and then to repair drift mad
 RLS_WRITE_ATTEMPTS = 5
 CONCURRENCY = 6  # evaluations due by timer or dependency at once; a limiter's own edits are not limited
 THREADS = 16  # for blocking calls; more than CONCURRENCY so that edits never queue behind refreshes
-INDEXES = ("services", "pods", "destinationrules", "serviceentries")
 RLS_FINALIZER = "slime.io/rls-entries"  # on limiters with RLS entries: removed on delete, then released
 # Released on delete too: kopf's finalizer, which earlier versions put on every SmartLimiter.
 OUR_FINALIZERS = frozenset({RLS_FINALIZER, "slime.io/finalizer"})
@@ -94,7 +94,7 @@ class Limiter:
     globals_: Any = None
     states: dict[Key, LimiterState] = field(default_factory=dict)
     prometheus: PrometheusSource | None = None
-    indexes: dict[str, Any] = field(default_factory=dict)  # kopf's live indexes, from the first event
+    indexes: dict[str, Any] = field(default_factory=dict)  # views of the informers' copies, by kind
     scheduler: Scheduler[Key] = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     # Bumped on each event of their kind: a limiter's counted pods are reused while these stand still.
@@ -191,52 +191,45 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
         limiter.prometheus = PrometheusSource(metric.prometheus.address)
     runtime.peering.on_change(lambda active: None if active else limiter.forget_all())
 
-    # --- indexes: the cluster objects a render needs, kept in memory by kopf's watches
-    @kopf.index("", "v1", "services", registry=registry, id="services")
-    async def services(namespace: Any, name: Any, body: kopf.Body, **_: Any) -> Any:
-        return {(namespace, name): _plain(body)}
+    # --- the cluster objects a render needs, copied in memory; each change wakes the limiters
+    # that depend on it (on the event loop: the scheduler is not thread-safe).
+    def pod_changed(ns: str, name: str, pod: dict[str, Any]) -> None:
+        limiter.poke_pod(ns, dict(pod["metadata"].get("labels") or {}))
 
-    @kopf.index("", "v1", "pods", registry=registry, id="pods")
-    async def pods(namespace: Any, body: kopf.Body, **_: Any) -> Any:
-        return {namespace: _slim_pod(body)}
-
-    @kopf.index("networking.istio.io", "v1beta1", "destinationrules", registry=registry, id="destinationrules")
-    async def destinationrules(namespace: Any, body: kopf.Body, **_: Any) -> Any:
-        return {namespace: _plain(body)}
-
-    @kopf.index("networking.istio.io", "v1beta1", "serviceentries", registry=registry, id="serviceentries")
-    async def serviceentries(namespace: Any, body: kopf.Body, **_: Any) -> Any:
-        return {namespace: _plain(body)}
-
-    # --- triggers: anything a render depends on wakes the limiters that depend on it.
-    # Async handlers run on the event loop: no thread hop, and the scheduler is not thread-safe.
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def pod_changed(namespace: Any, labels: Any, **_: Any) -> None:
-        limiter.poke_pod(namespace, dict(labels or {}))
-
-    @kopf.on.event("", "v1", "services", registry=registry)
-    async def service_changed(namespace: Any, name: Any, **_: Any) -> None:
+    def service_changed(ns: str, name: str, service: dict[str, Any]) -> None:
         limiter.object_epoch += 1
-        limiter.poke_name(namespace, name)  # a SmartLimiter limits the Service of its own name
+        limiter.poke_name(ns, name)  # a SmartLimiter limits the Service of its own name
 
-    @kopf.on.event("networking.istio.io", "v1beta1", "serviceentries", registry=registry)
-    async def serviceentry_changed(**_: Any) -> None:
+    def serviceentry_changed(ns: str, name: str, entry: dict[str, Any]) -> None:
         limiter.object_epoch += 1  # read at the next evaluation (a limiter's `host` may name it)
 
-    @kopf.on.event("networking.istio.io", "v1beta1", "destinationrules", registry=registry)
-    async def destinationrule_changed(namespace: Any, **_: Any) -> None:
-        limiter.poke_namespace(namespace)
+    def destinationrule_changed(ns: str, name: str, rule: dict[str, Any]) -> None:
+        limiter.poke_namespace(ns)
+
+    namespaces = runtime.namespaces or None
+    informers = {
+        "services": Informer(runtime.kube, SERVICE, namespaces, changed=service_changed),
+        "pods": Informer(runtime.kube, POD, namespaces, slim=_slim_pod, changed=pod_changed),
+        "destinationrules": Informer(runtime.kube, DESTINATION_RULE, namespaces, changed=destinationrule_changed),
+        "serviceentries": Informer(runtime.kube, SERVICE_ENTRY, namespaces, changed=serviceentry_changed),
+    }
+    limiter.indexes = {name: ByName(inf) if name == "services" else ByNamespace(inf) for name, inf in informers.items()}
+
+    async def ready() -> None:
+        """The scheduler runs only in the active replica, once every copy is listed."""
+        await runtime.peering.wait_active()
+        for informer in informers.values():
+            await informer.wait_synced()
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def smartlimiter_changed(type: Any, body: kopf.Body, **kwargs: Any) -> None:
-        if not limiter.indexes:  # kopf's index objects are live: keep them for the scheduler's jobs
-            limiter.indexes = {name: kwargs[name] for name in INDEXES}
+    async def smartlimiter_changed(type: Any, body: kopf.Body, **_: Any) -> None:
         limiter.seen(type, _plain(body))
 
     @kopf.on.startup(registry=registry)
-    async def start_scheduler(memo: Any, **_: Any) -> None:
-        task = asyncio.get_running_loop().create_task(
-            limiter.scheduler.run(active=runtime.peering.wait_active), name="limiter scheduler")
+    async def start_scheduler(**_: Any) -> None:
+        for informer in informers.values():
+            informer.start()
+        task = asyncio.get_running_loop().create_task(limiter.scheduler.run(active=ready), name="limiter scheduler")
         runtime.state["limiter_scheduler"] = task
 
     @kopf.on.cleanup(registry=registry)
@@ -245,6 +238,8 @@ def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        for informer in informers.values():
+            informer.stop()
         limiter.executor.shutdown(wait=False, cancel_futures=True)
 
 
