@@ -109,6 +109,8 @@ class Informer:
             except _Gone:
                 log.info("Watch of %s expired; listing again", self.kind.plural)
             except Exception as e:  # the copy stays as it is; list again shortly
+                if self._stop.is_set():
+                    return  # stopped while the connection went away: nothing to report
                 log.warning("Watch of %s failed (%s); listing again in %gs", self.kind.plural, e, RETRY_SECONDS)
                 self._stop.wait(RETRY_SECONDS)
 
