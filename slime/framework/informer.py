@@ -28,6 +28,7 @@ Obj = dict[str, Any]
 Changed = Callable[[str, str, Obj], None]
 PAGE = 500
 RETRY_SECONDS = 2.0
+ABSENT_RETRY_SECONDS = 60.0
 
 
 class _Gone(Exception):
@@ -103,7 +104,17 @@ class Informer:
     def _run(self, namespace: str | None) -> None:
         while not self._stop.is_set():
             try:
-                version = self._list(namespace)
+                try:
+                    version = self._list(namespace)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    # The kind is not served (its CRD is not installed): none of it exists. Ready,
+                    # empty; look again now and then, as the CRD may come later.
+                    log.warning("%s are not served by the apiserver; taking none", self.kind.plural)
+                    self._call(self._replace, namespace, [])
+                    self._stop.wait(ABSENT_RETRY_SECONDS)
+                    continue
                 while not self._stop.is_set():
                     version = self._watch(namespace, version)
             except _Gone:

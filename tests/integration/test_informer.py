@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 
 from slime.framework import informer as informer_module
 from slime.framework.informer import ByName, ByNamespace, Informer
-from slime.framework.kube import CONFIG_MAP, Kube
+from slime.framework.kube import CONFIG_MAP, Kind, Kube
 
 NOT_OURS = "kube-root-ca.crt"  # the controller-manager's ConfigMap in every namespace: not the test's
 
@@ -98,3 +98,17 @@ def test_informer_lists_again_after_a_broken_watch_and_reports_the_gap(k8s_api: 
 
     asyncio.run(main())
     assert "kept" not in seen  # unchanged between the lists: not reported
+
+
+def test_a_kind_the_apiserver_does_not_serve_is_empty_and_ready(k8s_api: k8s.ApiClient) -> None:
+    # kopf skipped kinds without a CRD; the limiter must not wait forever for, say, ServiceEntries.
+    absent = Kind("example.com/v1", "Gadget", "gadgets")
+
+    async def main() -> None:
+        inf = Informer(Kube(k8s_api), absent)
+        inf.start()
+        await asyncio.wait_for(inf.wait_synced(), 15)
+        assert dict(ByNamespace(inf)) == {}
+        inf.stop()
+
+    asyncio.run(main())
