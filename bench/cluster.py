@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.mix import GROUP, PLURAL, RLS_CM, VERSION, Item, items, module_config
 from slime.devcluster import DevCluster, find_controlplane_bin, free_port, istio_crds
-from slime.devtools import die_with_parent
+from slime.devtools import die_with_parent, stop_process
 from slime.devtools.prometheus import Exporter, run_prometheus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,15 +262,8 @@ class Operator:
             deadline = time.monotonic() + 30
             while not self.profile.exists() and time.monotonic() < deadline:
                 time.sleep(0.2)
-        t, killed = time.monotonic(), False
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                killed = True
+        t = time.monotonic()
+        killed = stop_process(self.proc, timeout)
         self.log.close()
         self.stopped = {"seconds": time.monotonic() - t, "returncode": self.proc.returncode, "killed": killed}
 

@@ -26,7 +26,7 @@ import yaml
 
 from slime.crds import KINDS, crd_files
 from slime.devcluster import DEFAULT_NAMESPACES, DevCluster, DevClusterError, istio_crds
-from slime.devtools import die_with_parent
+from slime.devtools import die_with_parent, stop_process
 from slime.devtools.prometheus import Exporter, free_port, prometheus_available, run_prometheus
 from slime.framework.kube import ENVOY_FILTER, POD, Kind, Kube
 from slime.framework.runtime import api_client
@@ -251,15 +251,8 @@ class Demo:
         print(f"Operator up: metrics at http://127.0.0.1:{metrics}/metrics", flush=True)
 
     def _stop_operator(self) -> None:
-        proc = self.operator
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if self.operator is not None:
+            stop_process(self.operator, 20)
 
     def _apply_crs(self) -> None:
         ours = [in_namespace(o) for o in load_manifest(MANIFESTS / "smartlimiter.yaml")]

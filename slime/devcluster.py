@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from slime.devtools import die_with_parent
+from slime.devtools import die_with_parent, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -362,15 +362,8 @@ class DevCluster:
     def stop(self) -> None:
         """Stop the processes in reverse start order (SIGTERM, then SIGKILL) and remove the temp dir."""
         for proc in reversed(self._procs):
-            p = proc.popen
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s ignored SIGTERM for %.0fs; killing it", proc.name, self.stop_timeout)
-                    p.kill()
-                    p.wait()
+            if stop_process(proc.popen, self.stop_timeout):
+                log.warning("%s ignored SIGTERM for %.0fs; killed it with SIGKILL", proc.name, self.stop_timeout)
             proc.log_file.close()
         self._procs.clear()
         if self._dir is not None:

@@ -18,7 +18,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from slime.framework.config import ModuleConfig, default_module_config
-from slime.framework.peering import PeeringGate
+from slime.framework.peering import PeeringGate, peering_objects
 from slime.framework.runtime import ModuleRuntime
 
 log = logging.getLogger("slime")
@@ -94,14 +94,11 @@ def ensure_peering(options: RunOptions) -> None:
     """Create the peering object replicas elect through, if missing (kopf needs it to exist)."""
     from kubernetes.client.exceptions import ApiException
 
-    from slime.framework.kube import Kind, Kube
+    from slime.framework.kube import Kube
     from slime.framework.runtime import api_client
 
     kube = Kube(api_client(options.kubeconfig))
-    cluster = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
-    namespaced = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
-    targets: list[tuple[Kind, str | None]] = [(namespaced, ns) for ns in options.namespaces] or [(cluster, None)]
-    for kind, ns in targets:
+    for kind, ns in peering_objects(options.namespaces):
         try:
             if kube.get(kind, ns, PEERING_NAME) is None:
                 meta = {"name": PEERING_NAME, **({"namespace": ns} if ns else {})}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import subprocess
 import sys
 
 _PR_SET_PDEATHSIG = 1
@@ -18,3 +19,17 @@ def _set_pdeathsig() -> None:
 # A subprocess ``preexec_fn``: the kernel SIGKILLs the child when its parent dies (Linux only), so
 # a killed demo or test run leaves no server behind.
 die_with_parent = _set_pdeathsig if sys.platform.startswith("linux") else None
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds; True if it had to be killed."""
+    if proc.poll() is not None:
+        return False
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return True

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from slime.devtools import die_with_parent
+from slime.devtools import die_with_parent, stop_process
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 # Prometheus throttles target updates to every 5 s, so the first sample needs ~5.5 s whatever the
@@ -167,13 +167,7 @@ def _start(cfg: Path, data: Path, log: Path, fixed_port: int | None = None) -> t
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_process(proc, 10)
     _running.discard(proc)
 
 

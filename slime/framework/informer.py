@@ -26,7 +26,6 @@ log = logging.getLogger("slime.informer")
 Obj = dict[str, Any]
 # changed(namespace, name, object): object is the new one, or the last one known when deleted.
 Changed = Callable[[str, str, Obj], None]
-PAGE = 500
 RETRY_SECONDS = 2.0
 ABSENT_RETRY_SECONDS = 60.0
 
@@ -64,10 +63,6 @@ class Informer:
     async def wait_synced(self) -> None:
         assert self._synced is not None, "start() first"
         await self._synced.wait()
-
-    @property
-    def synced(self) -> bool:
-        return self._synced is not None and self._synced.is_set()
 
     def _replace(self, namespace: str | None, objects: list[Obj]) -> None:
         """A (re)list of ``namespace`` (None: all): keep it, report what differs from before."""
@@ -126,16 +121,9 @@ class Informer:
                 self._stop.wait(RETRY_SECONDS)
 
     def _list(self, namespace: str | None) -> str:
-        objects: list[Obj] = []
-        token = ""
-        while True:
-            page = self.kube.list_page(self.kind, namespace, PAGE, token)
-            objects += [self.slim(o) for o in page.get("items") or []]
-            token = (page.get("metadata") or {}).get("continue") or ""
-            if not token:
-                break
-        self._call(self._replace, namespace, objects)
-        return str(page["metadata"]["resourceVersion"])
+        objects, version = self.kube.list_versioned(self.kind, namespace)
+        self._call(self._replace, namespace, [self.slim(o) for o in objects])
+        return version
 
     def _watch(self, namespace: str | None, version: str) -> str:
         """Follow changes until the server ends the watch; returns the resourceVersion reached."""

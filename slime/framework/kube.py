@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from slime.framework import observability
 
 FIELD_MANAGER = "slime"
+LIST_PAGE = 500  # objects per list request
 
 
 @dataclass(frozen=True)
@@ -60,25 +61,35 @@ class Kube:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self.api = api_client
 
-    def _call(self, method: str, path: str, *, query: dict[str, str] | None = None,
-              body: Any = None, content_type: str = "application/json") -> Any:
+    def _request(self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None,
+                 content_type: str = "application/json", timeout: Any = None) -> Any:
+        """The raw response (its body not read yet); raises ApiException unless 2xx."""
         request = self.api.param_serialize(
             method, path, query_params=list((query or {}).items()), body=body,
             header_params={"Accept": "application/json", "Content-Type": content_type},
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*request)
-        response.read()
+        response = self.api.call_api(*request, _request_timeout=timeout)
         if not 200 <= response.status <= 299:
-            raise ApiException.from_response(http_resp=response, body=(response.data or b"").decode(), data=None)
-        raw = response.data
+            raise ApiException.from_response(http_resp=response, body=(response.read() or b"").decode(), data=None)
+        return response
+
+    def _call(self, method: str, path: str, *, query: dict[str, str] | None = None,
+              body: Any = None, content_type: str = "application/json") -> Any:
+        raw = self._request(method, path, query, body, content_type).read()
         return json.loads(raw) if raw else None
 
-    def list_page(self, kind: Kind, namespace: str | None, limit: int, token: str = "") -> dict[str, Any]:
-        """One page of a quorum list: ``items``, ``metadata.resourceVersion``, ``metadata.continue``."""
-        query = {"limit": str(limit), **({"continue": token} if token else {})}
-        result: dict[str, Any] = self._call("GET", kind.path(namespace), query=query)
-        return result
+    def list_versioned(self, kind: Kind, namespace: str | None,
+                       label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
+        """A quorum list, page by page, and the resourceVersion to watch from after it."""
+        items: list[dict[str, Any]] = []
+        query = {"limit": str(LIST_PAGE), **({"labelSelector": label_selector} if label_selector else {})}
+        while True:
+            page = self._call("GET", kind.path(namespace), query=query)
+            items += page.get("items") or []
+            query["continue"] = (page.get("metadata") or {}).get("continue") or ""
+            if not query["continue"]:
+                return items, str(page["metadata"]["resourceVersion"])
 
     def watch(self, kind: Kind, namespace: str | None, resource_version: str,
               timeout_seconds: int = 300) -> Iterator[dict[str, Any]]:
@@ -86,12 +97,7 @@ class Kube:
         server ends the watch (``timeout_seconds``). Blocking: call it from a thread."""
         query = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                  "timeoutSeconds": str(timeout_seconds)}
-        request = self.api.param_serialize("GET", kind.path(namespace), query_params=list(query.items()),
-                                           header_params={"Accept": "application/json"},
-                                           auth_settings=["BearerToken"])
-        response = self.api.call_api(*request, _request_timeout=(10, timeout_seconds + 30))
-        if not 200 <= response.status <= 299:
-            raise ApiException.from_response(http_resp=response, body=response.read().decode(), data=None)
+        response = self._request("GET", kind.path(namespace), query, timeout=(10, timeout_seconds + 30))
         pending = b""
         try:
             for chunk in response.response.stream(65536):
@@ -112,9 +118,7 @@ class Kube:
             raise
 
     def list(self, kind: Kind, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
-        query = {"labelSelector": label_selector} if label_selector else None
-        result = self._call("GET", kind.path(namespace), query=query)
-        items: list[dict[str, Any]] = result.get("items", [])
+        items, _ = self.list_versioned(kind, namespace, label_selector)
         for item in items:  # list responses omit these per item
             item.setdefault("apiVersion", kind.api_version)
             item.setdefault("kind", kind.kind)

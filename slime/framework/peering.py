@@ -23,6 +23,11 @@ NAMESPACED_PEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
 POLL_SECONDS = 2.0
 
 
+def peering_objects(namespaces: list[str]) -> list[tuple[Kind, str | None]]:
+    """The peering objects kopf uses: one per watched namespace, or the cluster-wide one."""
+    return [(NAMESPACED_PEERING, ns) for ns in namespaces] or [(CLUSTER_PEERING, None)]
+
+
 def is_active(status: Mapping[str, Any] | None, identity: str, priority: int,
               now: datetime.datetime | None = None) -> bool:
     """kopf's rule: paused while any other live peer has a priority not lower than ours."""
@@ -73,9 +78,7 @@ class PeeringGate:
     def _read_active(self) -> bool:
         assert self.kube_factory is not None
         kube = self.kube_factory()
-        targets: list[tuple[Kind, str | None]] = [(NAMESPACED_PEERING, ns) for ns in self.namespaces]
-        targets = targets or [(CLUSTER_PEERING, None)]
-        for kind, ns in targets:
+        for kind, ns in peering_objects(self.namespaces):
             obj = kube.get(kind, ns, self.name)
             if obj is not None and not is_active(obj.get("status"), self.identity, self.priority):
                 return False

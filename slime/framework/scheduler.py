@@ -77,10 +77,6 @@ class Scheduler(Generic[K]):
         """Keys waiting to run (due or urgent), not counting stale heap entries."""
         return frozenset(self._due) | frozenset(self._urgent)
 
-    def is_idle(self) -> bool:
-        """Nothing running and nothing urgent (for tests and benchmarks)."""
-        return not self._running and not self._urgent
-
     # --- the loop
 
     async def run(self, active: Callable[[], Awaitable[None]] | None = None) -> None:

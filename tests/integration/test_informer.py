@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from slime.framework import informer as informer_module
+from slime.framework import kube as kube_module
 from slime.framework.informer import ByName, ByNamespace, Informer
 from slime.framework.kube import CONFIG_MAP, Kind, Kube
 
@@ -33,7 +34,7 @@ async def until(check: Callable[[], bool], timeout: float = 15.0) -> None:
 
 def test_informer_lists_then_follows_changes(k8s_api: k8s.ApiClient, namespace: str,
                                              monkeypatch: Any) -> None:
-    monkeypatch.setattr(informer_module, "PAGE", 2)  # several pages
+    monkeypatch.setattr(kube_module, "LIST_PAGE", 2)  # several pages
     core = k8s.CoreV1Api(k8s_api)
     for i in range(5):
         make(k8s_api, namespace, f"before-{i}")

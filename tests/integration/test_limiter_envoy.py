@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from slime.devtools import stop_process
 from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.render import LimiterContext, render_smartlimiter
 from tests.compat import COMPAT
@@ -336,12 +337,7 @@ class RunningEnvoy:
         raise AssertionError(f"envoy not ready: {self.log_path.read_text()}")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, 10)
         self.log.close()
 
 

@@ -36,11 +36,12 @@ def module_config(prometheus_url: str, rls_namespace: str = "istio-system") -> d
 
 
 def start_operator(kubeconfig: Path, tmp_path: Path, config: dict[str, Any], name: str,
-                   priority: int | None = None) -> Operator:
+                   priority: int | None = None, namespace: str | None = None) -> Operator:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
+    scope = ["--namespace", namespace] if namespace else []
     return Operator(kubeconfig, tmp_path / f"{name}.log", priority, modules="limiter",
-                    extra=["--config", str(path)]).wait_alive()
+                    extra=["--config", str(path), *scope]).wait_alive()
 
 
 @pytest.fixture(scope="module")
@@ -364,7 +365,9 @@ def test_a_restarted_operator_rewrites_nothing(kubeconfig: Path, prometheus_stac
     for name in ("local", "global"):
         make_service(k8s_api, namespace, name, {"app": name})
         make_running_pod(k8s_api, namespace, f"{name}-1", {"app": name}, "10.6.0.1" if name == "local" else "10.6.0.2")
-    first = start_operator(kubeconfig, tmp_path, config, "first")
+    # Scoped to this test's namespace: limiters other tests left behind (their namespaces may still
+    # be terminating, their EnvoyFilters already gone) are not this test's business.
+    first = start_operator(kubeconfig, tmp_path, config, "first", namespace=namespace)
     try:
         create(k8s_api, smartlimiter(namespace, "local", "true", "100/{{._base.pod}}"))
         create(k8s_api, smartlimiter(namespace, "global", "true", "5", strategy="global"))
@@ -373,7 +376,7 @@ def test_a_restarted_operator_rewrites_nothing(kubeconfig: Path, prometheus_stac
                        f"{name} in force")
     finally:
         assert first.stop() == 0
-    second = start_operator(kubeconfig, tmp_path, config, "second")
+    second = start_operator(kubeconfig, tmp_path, config, "second", namespace=namespace)
     try:
         wait_until(lambda: reconciles(second) >= 2, 30, "both limiters evaluated after the restart")
         time.sleep(3)  # every limiter present evaluated (debounce 0.3 s), and refreshes (1 s)

@@ -35,9 +35,11 @@ class Recorder:
         return self.delay
 
 
-async def with_scheduler(job: Recorder, body: Callable[[Scheduler[str]], Awaitable[Any]], **kw: Any) -> Any:
+async def with_scheduler(job: Callable[[str], Awaitable[float | None]],
+                         body: Callable[[Scheduler[str]], Awaitable[Any]],
+                         active: Callable[[], Awaitable[Any]] | None = None, **kw: Any) -> Any:
     scheduler: Scheduler[str] = Scheduler(job, **kw)
-    loop = asyncio.create_task(scheduler.run())
+    loop = asyncio.create_task(scheduler.run(active=active))
     try:
         return await body(scheduler)
     finally:
@@ -153,17 +155,7 @@ def test_a_crashing_job_is_retried_and_does_not_stop_the_loop(caplog: pytest.Log
         await until(lambda: "good" in runs)
         assert "bad" in s.scheduled  # retried later
 
-    scheduler: Scheduler[str] = Scheduler(job)
-
-    async def main() -> None:
-        loop = asyncio.create_task(scheduler.run())
-        try:
-            await body(scheduler)
-        finally:
-            loop.cancel()
-            await asyncio.gather(loop, return_exceptions=True)
-
-    asyncio.run(main())
+    asyncio.run(with_scheduler(job, body))
     assert "boom" in caplog.text
 
 
@@ -178,13 +170,4 @@ def test_run_waits_while_paused() -> None:
         active.set()
         await until(lambda: job.started == ["a"])
 
-    async def main() -> None:
-        scheduler: Scheduler[str] = Scheduler(job)
-        loop = asyncio.create_task(scheduler.run(active=active.wait))
-        try:
-            await body(scheduler)
-        finally:
-            loop.cancel()
-            await asyncio.gather(loop, return_exceptions=True)
-
-    asyncio.run(main())
+    asyncio.run(with_scheduler(job, body, active=active.wait))

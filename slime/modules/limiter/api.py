@@ -326,14 +326,6 @@ class SmartLimiterSpec(SlimeModel):
             raise ValueError("; ".join(errors))
         return self
 
-    def is_outbound(self) -> bool:
-        """True if some descriptor's effective target is outbound (upstream "sidecarOutbound")."""
-        return any(
-            (d.target or self.target or Target()).direction == OUTBOUND
-            for item in self.sets.values()
-            for d in item.descriptor
-        )
-
 
 # ----------------------------------------------------------------------------- status
 
