@@ -71,12 +71,19 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130
     except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # the registry: an extra module that cannot be loaded
+        from slime.registry import UnknownModuleError
+
+        if not isinstance(e, UnknownModuleError):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -35,7 +35,12 @@ class UnknownModuleError(ValueError):
 
 
 def _load(package: str) -> Module:
-    module = getattr(importlib.import_module(package), "MODULE", None)
+    try:
+        imported = importlib.import_module(package)
+    except ImportError as e:
+        raise UnknownModuleError(f"module package {package!r} cannot be imported ({e}); "
+                                 f"check {EXTRA_ENV}") from None
+    module = getattr(imported, "MODULE", None)
     if not isinstance(module, Module):
         raise TypeError(f"{package} does not export MODULE = slime.framework.module.Module(...)")
     return module

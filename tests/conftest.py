@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 # The test module (tests/modules/echo) joins the registry for the whole session, subprocesses too.
 os.environ["SLIME_EXTRA_MODULES"] = "tests.modules.echo"
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 INTEGRATION_DIR = REPO / "tests" / "integration"
 
 # Filled at collection time (outside any per-test timeout, since a first build takes many minutes).
