@@ -72,8 +72,16 @@ def _filter(value: Mapping[str, Any], where: str, extra: frozenset[str], http_fi
             if not envoytypes.is_known(url, extra):
                 problems.append(_unknown(url, f"{where}: config_discovery of {name!r}"))
         default = discovery.get("default_config") or discovery.get("defaultConfig")
-        if default is not None:
+        if isinstance(default, Mapping):
             problems += _typed(default, f"{where}: default_config of {name!r}", name, False, extra)
+            urls = {envoytypes.type_name(u) for u in discovery.get("type_urls") or discovery.get("typeUrls") or []}
+            inner = default.get("type_url") or default.get("@type") or ""
+            if envoytypes.type_name(str(default.get("@type", ""))) not in envoytypes.TYPED_STRUCTS:
+                inner = default.get("@type") or ""
+            if envoytypes.type_name(str(inner)) not in urls:
+                problems.append(Problem("InvalidDefaultConfig", f"{where}: default_config of {name!r} is a "
+                                        f"{inner or 'config without type'}, not one of its type_urls (module config "
+                                        "configDiscoveryDefaultConfig)"))
         return problems
     config = value.get("typed_config", value.get("typedConfig"))
     if config is None:

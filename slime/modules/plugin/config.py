@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from slime.framework.api import SlimeModel
 
+TYPED_STRUCTS = frozenset({"udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"})
 OPAQUE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
 
@@ -57,8 +58,13 @@ class PluginModule(SlimeModel):
     @classmethod
     def _typed(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for type_url, config in value.items():
-            if not isinstance(config.get("@type"), str) or not config["@type"]:
+            at_type = config.get("@type")
+            if not isinstance(at_type, str) or not at_type:
                 raise ValueError(f"{type_url}: a default config is an Any: it needs an '@type'")
+            inner = config.get("type_url") if at_type.rpartition("/")[2] in TYPED_STRUCTS else at_type
+            if str(inner).rpartition("/")[2] != type_url.rpartition("/")[2]:
+                raise ValueError(f"{type_url}: the default config is a {inner or 'TypedStruct without type_url'}, "
+                                 "not this type (Envoy rejects a default_config of another type)")
         return value
 
     @property

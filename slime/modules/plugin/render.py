@@ -37,6 +37,7 @@ Differences from upstream, on purpose:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,7 +63,7 @@ def translate(cr: Mapping[str, Any], ctx: PluginContext) -> tuple[dict[str, Any]
         return None, [Problem("UnknownKind", f"kind {kind!r} is not PluginManager or EnvoyPlugin")], []
     spec, errors = parse_spec(info.spec, cr.get("spec"))
     if spec is None:
-        return None, [Problem("InvalidSpec", e) for e in errors], []
+        return None, [Problem("InvalidSpec", e) for e in _collapse_unions(errors)], []
     namespace = str(meta.get("namespace") or "default")
     out: Translation
     if info is PLUGIN_MANAGER:
@@ -108,6 +109,22 @@ def _listing(items: list[str]) -> str:
     shown = "; ".join(items[:MAX_LISTED])
     more = len(items) - MAX_LISTED
     return shown + (f"; and {more} more" if more > 0 else "")
+
+
+_BRANCH = re.compile(r"\.(literal|int|str|bool|float|function-[a-z-]+)\[[^\]]*\]|\.(int|str|bool|float)(?=:)")
+
+
+def _collapse_unions(lines: list[str]) -> list[str]:
+    """One line per field: pydantic reports each branch of a union (``'Outbound'`` or ``0``) apart."""
+    by_path: dict[str, list[str]] = {}
+    for line in lines:
+        path, _, message = _BRANCH.sub("", line).partition(": ")
+        by_path.setdefault(path, []).append(message)
+    out = []
+    for path, messages in by_path.items():
+        first, rest = messages[0], [m.removeprefix("Input should be ") for m in messages[1:]]
+        out.append(f"{path}: {first}" + (f" (or {', or '.join(rest)})" if rest else ""))
+    return out
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
