@@ -24,6 +24,28 @@ PATCH_KEYS = frozenset({"applyTo", "match", "patch"})
 HEADERS_TO_ADD = ("headers_to_add", "request_headers_to_add", "response_headers_to_add",
                   "headersToAdd", "requestHeadersToAdd", "responseHeadersToAdd")
 BAD_HEADER_CHARS = ("\r", "\n", "\x00")
+_COMMON = ("typed_per_filter_config", "request_headers_to_add", "request_headers_to_remove",
+           "response_headers_to_add", "response_headers_to_remove", "metadata", "request_mirror_policies",
+           "per_request_buffer_limit_in_bytes", "request_body_buffer_limit")
+# Top-level fields of the objects a MERGE patches (envoy.config.route.v3): a direct patch naming
+# another field makes istiod fail to build the patch.
+FIELDS = {
+    "ROUTE_CONFIGURATION": frozenset(_COMMON + (
+        "name", "virtual_hosts", "vhds", "internal_only_headers", "most_specific_header_mutations_wins",
+        "validate_clusters", "max_direct_response_body_size_bytes", "cluster_specifier_plugins",
+        "ignore_port_in_host_matching", "ignore_path_parameters_in_path_matching")),
+    "VIRTUAL_HOST": frozenset(_COMMON + (
+        "name", "domains", "routes", "matcher", "require_tls", "virtual_clusters", "rate_limits", "cors",
+        "include_request_attempt_count_in_response", "include_attempt_count_in_response", "retry_policy",
+        "retry_policy_typed_config", "hedge_policy", "include_is_timeout_retry_header")),
+    "HTTP_ROUTE": frozenset(_COMMON + (
+        "name", "match", "route", "redirect", "direct_response", "filter_action", "non_forwarding_action",
+        "decorator", "tracing", "stat_prefix")),
+}
+
+
+def _snake(key: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in key)
 
 
 def check_patch(patch: Mapping[str, Any], where: str, extra_types: frozenset[str]) -> list[Problem]:
@@ -54,6 +76,11 @@ def check_patch(patch: Mapping[str, Any], where: str, extra_types: frozenset[str
         return problems
     if apply_to in ("HTTP_FILTER", "EXTENSION_CONFIG") and body.get("operation") != "MERGE":
         problems += _filter(value, where, extra_types, apply_to == "HTTP_FILTER")
+    fields = FIELDS.get(str(apply_to)) if body.get("operation") == "MERGE" else None
+    for key in sorted(value) if fields is not None else ():
+        if fields is not None and _snake(str(key)) not in fields:
+            problems.append(Problem("InvalidSettings", f"{where}: {apply_to} has no field {key!r} "
+                                    "(a direct patch names fields of the object it merges into)"))
     for key in ("typedPerFilterConfig", "typed_per_filter_config"):
         for name, config in (value.get(key) or {}).items():
             problems += _typed(config, f"{where}: {key}[{name!r}]", name, True, extra_types)
@@ -110,6 +137,9 @@ def _typed(config: Any, where: str, name: str, per_route: bool, extra: frozenset
         if not isinstance(config.get("value", {}), Mapping):
             return [Problem("InvalidSettings", f"{where}: the settings must be an object")]
         at_type = inner
+    elif "type_url" in config or "typeUrl" in config:
+        return [Problem("InvalidSettings", f"{where}: a config of type {at_type!r} with a TypedStruct's type_url "
+                                           "(after rawPatch? set type_url and value to null)")]
     if not at_type:
         return [Problem("MissingTypeUrl", f"{where}: the config has no '@type'")]
     if not envoytypes.is_known(at_type, extra):
