@@ -40,7 +40,7 @@ from slime.devtools import stop_process
 from slime.framework.module import ObjectsView
 from slime.modules.plugin import MODULE, envoytypes
 from slime.modules.plugin.render import translate
-from tests.golden.test_plugin_golden import CASES, UPSTREAM, UPSTREAM_CASES, settings_for
+from tests.golden.test_plugin_golden import CASES, UPSTREAM, UPSTREAM_CASES, render_stream, settings_for
 from tests.golden.test_plugin_golden import HERE as GOLDEN
 
 pytestmark = pytest.mark.envoy
@@ -199,6 +199,20 @@ def test_most_goldens_are_validated() -> None:
 def test_envoy_accepts_what_is_written(case: str, tmp_path: Path) -> None:
     proc = validate(_written(case), tmp_path)
     assert proc.returncode == 0, f"{case}: envoy rejected the config\n{proc.stdout}\n{proc.stderr}"
+
+
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples" / "plugin").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_envoy_accepts_the_samples(path: Path, tmp_path: Path) -> None:
+    objects = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    config = path.parent / "config" / "wasm-fallback.yaml"
+    out = render_stream(objects, settings_for(config.read_text()))
+    envoyfilters = [d for d in out if d["kind"] == "EnvoyFilter"]
+    assert envoyfilters
+    proc = validate(envoyfilters, tmp_path)
+    assert proc.returncode == 0, f"{path.name}: envoy rejected the config\n{proc.stdout}\n{proc.stderr}"
 
 
 def _refused_as_upstream_writes_them() -> list[tuple[str, list[dict[str, Any]]]]:
