@@ -72,8 +72,9 @@ def test_data_source(url: str, sha: str, source: dict[str, Any]) -> None:
     assert data_source(url, sha, "w", problems)[0] == source and problems == []
 
 
-@pytest.mark.parametrize(("url", "reason"), [("", "InvalidUrl"), ("ftp://x/y", "InvalidUrl"), ("oci://a b", "InvalidUrl")])
-def test_bad_url(url: str, reason: str) -> None:
+@pytest.mark.parametrize("url", ["", "ftp://x/y", "oci://a b"])
+def test_bad_url(url: str) -> None:
+    reason = "InvalidUrl"
     problems: list[Any] = []
     assert data_source(url, "", "spec.plugin[0].wasm", problems)[0] is None
     assert [p.reason for p in problems] == [reason] and "spec.plugin[0].wasm.url" in problems[0].message

@@ -80,6 +80,10 @@ def targets(spec: EnvoyPluginSpec, problems: list[Problem]) -> list[Target]:
 def _settings(p: Plugin, namespace: str, where: str, problems: list[Problem]) -> tuple[str, Any] | None:
     """(name in typedPerFilterConfig, settings) of a plugin."""
     if p.inline is not None:
+        if not p.name:
+            problems.append(Problem("InvalidName", f"{where}.name: required (the filter the settings are for)"))
+            return None
+        check_text(p.name, f"{where}.name", problems)
         return p.name, p.inline.settings
     if p.wasm is not None and check_resource_name(p.name, namespace, where, problems):
         return ecds.resource_name(namespace, p.name, rider=False), ecds.per_route_wasm(p.wasm)
