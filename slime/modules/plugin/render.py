@@ -14,7 +14,9 @@ Differences from upstream, on purpose:
   with an empty ``type_url`` or a filter with no config (both upstream fixtures do this; Envoy
   no longer finds filters by name), a type Envoy does not know (rider, unless the proxies are
   declared to have it in ``general.proxyTypeUrls``), a terminal filter before the router, CR/LF
-  in header text, pseudo or ``host`` headers to add, a rawPatch that breaks the patch's enums.
+  in header text, pseudo or ``host`` headers to add, a direct patch naming a field the route,
+  virtual host or route configuration lacks, a rawPatch that breaks the patch's enums or leaves
+  a TypedStruct's keys on another type.
   Such a CR gets ``Ready=False`` and ``Invalid=True`` with the reason and every field at fault;
   the EnvoyFilter in force, if any, is left as it is.
 * A plugin that cannot be built (missing or wrong pull Secret, bad URL or sha256, a wasm/rider
