@@ -201,7 +201,8 @@ def test_envoy_accepts_what_is_written(case: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{case}: envoy rejected the config\n{proc.stdout}\n{proc.stderr}"
 
 
-SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples" / "plugin").glob("*.yaml"))
+SAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "samples" / "plugin").glob("*.yaml")
+                 if not p.name.startswith("00-"))  # 00-namespace.yaml holds no CR
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.name for p in SAMPLES])
