@@ -27,3 +27,14 @@ def test_every_kind_has_status_subresource_category_and_ready_column() -> None:
         assert any(c["name"] == "Ready" for c in version["additionalPrinterColumns"])
         status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
         assert {"observedGeneration", "conditions"} <= set(status)
+
+
+def test_deploy_rbac_is_what_the_modules_declare() -> None:
+    """deploy/slime.yaml's ClusterRole grants exactly the rules derived from the registry."""
+    from slime import registry
+    from slime.framework.rbac import rules_for
+
+    docs = [d for d in yaml.safe_load_all((CRDS.parent / "deploy" / "slime.yaml").read_text()) if d]
+    [role] = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert role["rules"] == rules_for(registry.builtin())
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
