@@ -19,7 +19,7 @@ DomainStatus = Literal["ACTIVE", "EXPIRE", "EXPIREWAIT"]
 
 class Timestamp(SlimeModel):
     seconds: int = Field(default=0, description="Unix seconds (a duration's seconds under auto)")
-    nanos: int = 0
+    nanos: int = Field(default=0, description="Nanoseconds added to seconds")
 
 
 class Deadline(SlimeModel):
@@ -27,7 +27,7 @@ class Deadline(SlimeModel):
 
 
 class Auto(SlimeModel):
-    duration: Timestamp | None = None
+    duration: Timestamp | None = Field(default=None, description="The dependency expires this long after its last use")
 
 
 class Stable(SlimeModel):
@@ -75,7 +75,7 @@ class ServiceFenceSpec(SlimeModel):
 
 class Destinations(SlimeModel):
     RecentlyCalled: Timestamp | None = Field(default=None, description="Deprecated")
-    hosts: list[str] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list, description="The full host names the domain stands for")
     status: DomainStatus | int = Field(default="ACTIVE", description="ACTIVE, EXPIRE or EXPIREWAIT")
 
 
