@@ -26,6 +26,15 @@ def _modules(text: str) -> list[str]:
     return names
 
 
+def _peering_name(text: str) -> str:
+    from slime.framework.names import name_problem
+
+    problem = name_problem(text, "peering name")
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slime", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -42,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-addr", default="0.0.0.0:9090", help="host:port of /metrics ('' = off)")
     run.add_argument("--standalone", action="store_true", help="no peering (no leader election)")
     run.add_argument("--priority", type=int, help="peering priority (default: random; highest runs)")
+    run.add_argument("--peering", default="slime", metavar="NAME", type=_peering_name,
+                     help="the peering object replicas elect one active instance through; processes that run "
+                          "other modules (each Deployment of a SlimeBoot) use their own (default slime)")
     run.add_argument("--peering-lifetime", type=int, default=10, metavar="SECONDS",
                      help="a replica not seen for this long is gone; a standby takes over after about as long "
                           "(kopf renews 5-10 s before; default 10)")
@@ -90,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load_configs(path: Path | None, modules: list[str] | None = None) -> list[Any]:
     """The module configs of ``--config``, each ``general`` validated by its module's model."""
-    from slime.framework.config import ConfigError, load_module_configs
+    from slime.framework.config import ConfigError, load_config_file
 
     if path is None:
         return []
     try:
-        configs = load_module_configs(path.read_text())
+        configs = load_config_file(path)
         _registry().settings_for(configs, modules)
     except OSError as e:
         raise UsageError(f"--config {path}: {e.strerror or e}") from None
@@ -156,7 +168,8 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(
         modules=args.modules, configs=configs, namespaces=args.namespace, kubeconfig=args.kubeconfig,
         liveness=args.liveness or None, metrics_addr=args.metrics_addr or None, peering=not args.standalone,
-        priority=args.priority, peering_lifetime=args.peering_lifetime, log_json=args.log_format == "json",
+        priority=args.priority, peering_lifetime=args.peering_lifetime, peering_name=args.peering,
+        log_json=args.log_format == "json",
         verbose=args.verbose,
     )
     try:

@@ -44,6 +44,7 @@ class RunOptions:
     peering: bool = True
     priority: int | None = None
     peering_lifetime: int = PEERING_LIFETIME
+    peering_name: str = PEERING_NAME  # replicas of one deployment elect through it; others use their own
     log_json: bool = True
     verbose: bool = False
 
@@ -91,15 +92,16 @@ def ensure_peering(kube: Kube, options: RunOptions) -> None:
     """Create the peering object replicas elect through, if missing (kopf needs it to exist)."""
     from kubernetes.client.exceptions import ApiException
 
+    name = options.peering_name
     for kind, ns in peering_objects(options.namespaces):
         try:
-            if kube.get(kind, ns, PEERING_NAME) is None:
-                meta = {"name": PEERING_NAME, **({"namespace": ns} if ns else {})}
+            if kube.get(kind, ns, name) is None:
+                meta = {"name": name, **({"namespace": ns} if ns else {})}
                 kube.apply({"apiVersion": kind.api_version, "kind": kind.kind, "metadata": meta})
-                log.info("Created %s %s", kind.kind, PEERING_NAME)
+                log.info("Created %s %s", kind.kind, name)
         except ApiException as e:
             log.warning("Could not ensure %s %s (%s): replicas will not elect a leader", kind.kind,
-                        PEERING_NAME, e.reason)
+                        name, e.reason)
 
 
 class QuietWatchHandlers(logging.Filter):
@@ -129,7 +131,7 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
     if options.peering:
         ensure_peering(kube, options)
     shared.peering = PeeringGate(identity=identity, priority=priority, namespaces=options.namespaces,
-                                 name=PEERING_NAME, standalone=not options.peering, kube_factory=lambda: kube)
+                                 name=options.peering_name, standalone=not options.peering, kube_factory=lambda: kube)
     shared.peering.on_change(lambda active: observability.ACTIVE.set(1 if active else 0))
     observability.ACTIVE.set(0 if options.peering else 1)
     kopf_registry = build_registry(runtimes, options)
@@ -142,7 +144,7 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,
         standalone=not options.peering,
-        peering_name=PEERING_NAME if options.peering else None,
+        peering_name=options.peering_name if options.peering else None,
         priority=priority,
         identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         liveness_endpoint=options.liveness,

@@ -1,6 +1,27 @@
-"""slime-boot: SlimeBoot -> module Deployments, RBAC and config (validated only, for now)."""
+"""slime-boot: a SlimeBoot deploys slime modules, as upstream's helm-operator did.
+
+Follow one SlimeBoot: ``api.py`` (the model and the CRD's schema), ``context.py`` (the boot config,
+every module's RBAC rules from ``Settings.catalog``, existing namespaces, the installed CRD),
+``plan.py`` (what to deploy, as data, every problem naming its field), ``render.py`` and
+``templates/`` (the objects, through Jinja2), ``globalsidecar.py`` (lazyload's forwarder, a
+placeholder), ``controller.py`` (operator only: the CRD check at start-up, wake rules).
+"""
 
 from slime.boot.api import SLIME_BOOT
-from slime.framework.module import validating_module
+from slime.boot.config import BootConfig
+from slime.boot.context import context
+from slime.boot.render import WRITES, render
+from slime.framework.kinds import NAMESPACE
+from slime.framework.module import Module
 
-MODULE = validating_module("boot", (SLIME_BOOT,), "SlimeBoot -> module Deployments, RBAC, config")
+MODULE = Module(
+    name="boot",
+    kinds=(SLIME_BOOT,),
+    config=BootConfig,
+    context=context,
+    render=render,
+    reads=(NAMESPACE,),
+    writes=WRITES,
+    hooks="slime.boot.controller:BootHooks",
+    description="SlimeBoot -> module Deployments, config, RBAC and Services",
+)

@@ -11,6 +11,7 @@ form, and returns each module's effective config (bundle global merged in, defau
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -207,6 +208,34 @@ def load_module_configs(source: Source, *, enabled_only: bool = False) -> list[M
         raise ConfigError(f"module {next(iter(items))!r} has mode BundleItem but no bundle lists it")
     _check_unique(result)
     return [c for c in result if c.enable] if enabled_only else result
+
+
+def load_config_file(path: Path, *, enabled_only: bool = False) -> list[ModuleConfig]:
+    """``load_module_configs`` of a file, reading a bundle's items as upstream's process does.
+
+    A bundle whose items are not in the file itself has each item in a file next to it, named
+    after it: ``<file>_<item name>`` (slime-boot's ConfigMap mounts ``cfg`` with ``cfg_limiter``,
+    ``cfg_plugin``, ...). Raises ``OSError`` for a file that cannot be read, ``ConfigError`` for
+    its content."""
+    docs = [dict(d) for d in _documents(path.read_text())]
+    present = {str(d.get("name") or "") for d in docs}
+    for doc in list(docs):
+        bundle = doc.get("bundle")
+        modules = bundle.get("modules") if isinstance(bundle, Mapping) else None
+        for entry in modules if isinstance(modules, list) else []:
+            name = str(entry.get("name") or "") if isinstance(entry, Mapping) else ""
+            if not name or name in present:
+                continue
+            item = path.with_name(f"{path.name}_{name}")
+            if not item.is_file():
+                raise ConfigError(f"bundle {doc.get('name')!r} lists module {name!r}: its config is neither in "
+                                  f"{path} nor in {item}")
+            item_docs = _documents(item.read_text())
+            if len(item_docs) != 1:
+                raise ConfigError(f"{item}: expected one module config, got {len(item_docs)} documents")
+            docs.append(dict(item_docs[0]))
+            present.add(name)
+    return load_module_configs(docs, enabled_only=enabled_only)
 
 
 def _documents(source: Source) -> list[Mapping[str, Any]]:

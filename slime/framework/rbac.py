@@ -9,7 +9,7 @@ objects, Events. Nothing gets ``*``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from slime.framework.kinds import CLUSTER_PEERING, CRD, EVENT, NAMESPACE, NAMESPACED_PEERING, Kind
@@ -24,6 +24,26 @@ _ORDER = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 def _add(grants: dict[tuple[str, str], set[str]], kind: Kind, verbs: Iterable[str], sub: str = "") -> None:
     grants.setdefault((kind.group, kind.plural + sub), set()).update(verbs)
+
+
+def merge_rules(rules: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The union of RBAC rules (each with apiGroups, resources, verbs; no resourceNames), in the
+    shape ``rules_for`` returns: one rule per (API group, verbs), resources sorted."""
+    grants: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                grants.setdefault((group, resource), set()).update(rule.get("verbs") or [])
+    return _grouped(grants)
+
+
+def _grouped(grants: dict[tuple[str, str], set[str]]) -> list[dict[str, Any]]:
+    by_verbs: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (group, resource), granted in sorted(grants.items()):
+        ordered = tuple(v for v in _ORDER if v in granted) + tuple(sorted(set(granted) - set(_ORDER)))
+        by_verbs.setdefault((group, ordered), []).append(resource)
+    return [{"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
+            for (group, verbs), resources in sorted(by_verbs.items())]
 
 
 def rules_for(modules: Iterable[Module]) -> list[dict[str, Any]]:
@@ -44,9 +64,4 @@ def rules_for(modules: Iterable[Module]) -> list[dict[str, Any]]:
         for info in module.kinds:
             _add(grants, info.kind_ref, OWN)
             _add(grants, info.kind_ref, ("patch",), "/status")
-    by_verbs: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for (group, resource), granted in sorted(grants.items()):
-        ordered = tuple(v for v in _ORDER if v in granted)
-        by_verbs.setdefault((group, ordered), []).append(resource)
-    return [{"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
-            for (group, verbs), resources in sorted(by_verbs.items())]
+    return _grouped(grants)
