@@ -33,6 +33,7 @@ from slime.framework.validation import describe
 CONFIG_DIR = "/etc/slime/config"
 METRICS_PORT = 9090
 CONFIG_HASH = "slime.io/config-hash"
+LEGACY_SECTIONS = {"fence", "limiter", "plugin"}  # module sections before ``general`` (SlimeBootModule)
 NOT_DEPLOYABLE = {"boot"}  # a SlimeBoot deploys modules, not another boot operator
 DEFAULT_RESOURCES = {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "200m", "memory": "200Mi"}}
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
@@ -89,8 +90,13 @@ class Planner:
     def __init__(self, spec: SlimeBootSpec, raw: Mapping[str, Any], catalog: Mapping[str, ModuleInfo],
                  config: BootConfig) -> None:
         self.spec, self.catalog, self.config = spec, catalog, config
-        self.raw_entries: list[dict[str, Any]] = [dict(e) for e in raw.get("module") or []]
         self.plan = Plan()
+        self.raw_entries: list[dict[str, Any]] = []
+        for i, entry in enumerate(raw.get("module") or []):
+            for section in LEGACY_SECTIONS & set(entry):
+                self.plan.notes.append(f"spec.module[{i}].{section}: a section of upstream's old config format, "
+                                       "ignored as upstream's process ignores it (its settings belong in general)")
+            self.raw_entries.append({k: v for k, v in entry.items() if k not in LEGACY_SECTIONS})
 
     def problem(self, reason: str, message: str) -> None:
         self.plan.problems.append(Problem(reason, message))
@@ -199,8 +205,10 @@ class Planner:
         policy = (spec_image.pullPolicy if spec_image is not None else None) or self.config.pullPolicy
         if spec_image is not None and spec_image.repository and is_upstream_image(spec_image.repository) \
                 and self.config.upstreamImages == "replace":
-            self.plan.notes.append(f"{what}: {image} is upstream's Go build, which cannot run slime's modules; "
-                                   f"deployed {default} instead (boot config general.upstreamImages)")
+            why = "upstream's Go build, which cannot run slime's modules" if what == "spec.image" else \
+                "upstream's global-sidecar image"
+            self.plan.notes.append(f"{what}: {image} is {why}; deployed {default} instead (boot config "
+                                   "general.upstreamImages)")
             return default, self.config.pullPolicy
         return image, policy
 
