@@ -39,9 +39,9 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Regenerate the checked-in CRDs from the models.
+# Regenerate the checked-in CRDs from the models (and the Helm chart's copy and ClusterRole).
 crds: venv
-	$(BIN)/python -m slime.crds crds/
+	$(BIN)/python -m slime.crds crds/ --chart charts/slime-boot
 
 demo: setup
 	$(BIN)/python -m slime.demo

@@ -25,6 +25,7 @@ INTEGRATION_DIR = REPO / "tests" / "integration"
 
 # Filled at collection time (outside any per-test timeout, since a first build takes many minutes).
 _controlplane: dict[str, Any] = {"bin": None, "error": None}
+_helm: dict[str, Any] = {"bin": None, "error": None}
 _report: list[str] = []
 
 
@@ -53,6 +54,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     # Only after -m/-k deselection: build/find binaries only if a test will use the cluster.
     if session.config.option.collectonly:
         return
+    if any("helm_bin" in getattr(item, "fixturenames", ()) for item in session.items):
+        from tests.helm import HelmUnavailable, find_helm
+
+        capture = session.config.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            try:
+                _helm["bin"] = find_helm()
+            except HelmUnavailable as e:
+                _helm["error"] = str(e)
     if not any("dev_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
         return
     from slime.devcluster import DevClusterError, find_controlplane_bin
@@ -98,6 +108,18 @@ def dev_cluster() -> Iterator[DevCluster]:
         rss = cluster.rss_bytes()
         _report.append("dev cluster RSS at teardown: "
                        + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()))
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    """Real Helm, found (or built) at collection time, outside any test's timeout."""
+    if _helm["bin"] is None:
+        msg = f"helm unavailable: {_helm['error'] or 'not looked up'}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    path: Path = _helm["bin"]
+    return path
 
 
 @pytest.fixture(scope="session")
