@@ -113,7 +113,7 @@ def test_operator_writes_what_render_prints_for_the_samples(kubeconfig: Path, k8
 
         def statuses() -> dict[tuple[str, str, str], Any]:
             out = {}
-            for (kind, ns, name), cr in crs.items():
+            for kind, ns, name in crs:
                 info = next(i for i in registry.crd_infos() if i.kind == kind)
                 live = kube.get(info.kind_ref, ns, name) or {}
                 status = dict(live.get("status") or {})
