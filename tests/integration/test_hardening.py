@@ -174,7 +174,8 @@ def test_a_refused_write_ends_in_a_condition_with_backoff_and_short_log_lines(
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
          "metadata": {"name": policy},
          "spec": {"policyName": policy, "validationActions": ["Deny"],
-                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
+                  "matchResources": {"namespaceSelector": {
+                      "matchLabels": {"kubernetes.io/metadata.name": namespace}}}}},
     ]
     subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
                    input=yaml.safe_dump_all(manifests), text=True, check=True, capture_output=True, timeout=60)
@@ -205,8 +206,7 @@ def test_a_refused_write_ends_in_a_condition_with_backoff_and_short_log_lines(
                                                               field_selector="involvedObject.name=frozen").items
         assert any(e.type == "Warning" and "frozen here" in (e.message or "") for e in events)
     finally:
-        for kind, plural in (("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"),
-                             ("ValidatingAdmissionPolicy", "validatingadmissionpolicies")):
+        for plural in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
             subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "delete", plural, policy], check=False,
                            capture_output=True, timeout=60)
 
