@@ -26,7 +26,7 @@ def crd(info: CrdInfo) -> dict[str, Any]:
                            "representation of an object."},
             "kind": {"type": "string", "description": "Kind is a string value representing the REST resource "
                      "this object represents."},
-            "metadata": {"type": "object"},  # the apiserver refuses anything more here (even a description)
+            "metadata": {"type": "object"},  # the apiserver allows nothing else here
             "spec": {**model_schema(info.spec), "description": f"The desired state of the {info.kind}."},
             # The controller writes status; CEL rules there would only cost budget.
             "status": {**without_rules(model_schema(info.status)),

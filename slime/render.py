@@ -152,7 +152,7 @@ def load_paths(paths: Sequence[Path], recursive: bool = False) -> tuple[list[Sou
     registry.modules()  # registers Slime's kinds
     errors: list[str] = []
     sources: list[Source] = []
-    seen: dict[tuple[str, str, str], str] = {}
+    seen: dict[tuple[str, str, str], Source] = {}
     for path in paths:
         for file in _files(path, recursive, errors):
             name = "<stdin>" if file == STDIN else str(file)
@@ -161,9 +161,10 @@ def load_paths(paths: Sequence[Path], recursive: bool = False) -> tuple[list[Sou
                     src = Source(obj, name, _namespaced(obj))
                     key = (src.kind, src.namespace, src.name)
                     if key in seen:
-                        errors.append(f"{src.label}: defined twice (also in {seen[key]})")
+                        if seen[key].obj != obj:  # the same object twice (a shared Namespace) is fine
+                            errors.append(f"{src.label}: defined twice, differently (also in {seen[key].file})")
                         continue
-                    seen[key] = src.file
+                    seen[key] = src
                     sources.append(src)
     return sources, errors
 

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from slime.devtools import stop_process
+from slime.framework.regex import ISTIO_MAX_PROGRAM_SIZE
 from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.render import LimiterContext, render_smartlimiter
 from tests.compat import COMPAT
@@ -152,6 +153,9 @@ def envoy_config(
             clusters.append(_cluster(grpc["clusterName"], free_port(), http2=True))
     return {
         "admin": {"address": _address(admin_port)},
+        # What Istio's proxy bootstrap sets (plain Envoy's default is 100).
+        "layered_runtime": {"layers": [{"name": "istio", "static_layer": {
+            "re2.max_program_size.error_level": ISTIO_MAX_PROGRAM_SIZE}}]},
         "static_resources": {
             "listeners": [
                 {

@@ -44,7 +44,8 @@ def _undescribed(node: object, path: str) -> list[str]:
     out: list[str] = []
     if isinstance(node, dict):
         for key, child in (node.get("properties") or {}).items():
-            if "description" not in child:
+            if "description" not in child and f"{path}.{key}".count(".") > 1 or (
+                    "description" not in child and key != "metadata"):
                 out.append(f"{path}.{key}")
             out += _undescribed(child, f"{path}.{key}")
         for key in ("items", "additionalProperties"):

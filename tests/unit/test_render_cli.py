@@ -241,10 +241,15 @@ def test_every_render_problem_is_reported(capsys: pytest.CaptureFixture[str]) ->
     assert any("slime-samples/ratings" in line for line in lines)
 
 
-def test_duplicate_object(capsys: pytest.CaptureFixture[str]) -> None:
+def test_duplicate_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same object twice is fine (a shared Namespace file); two different ones of one name are not."""
     sample = SAMPLES / "limiter" / "outbound-route.yaml"
     rc, _, err = run(capsys, "-f", sample, "-f", sample)
-    assert rc == 1 and "defined twice" in err
+    assert rc == 0, err
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(sample.read_text().replace("quota:", "quota: 7\n        # was:", 1))
+    rc, _, err = run(capsys, "-f", sample, "-f", changed)
+    assert rc == 1 and "defined twice, differently" in err
 
 
 def test_invalid_spec_of_every_module_is_reported(tmp_path: Path) -> None:
