@@ -18,9 +18,11 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from slime.crds import chart_cluster_role
-from tests.golden.conftest import golden  # noqa: F401 - the fixture (--update-goldens rewrites)
+from tests.golden import conftest as golden_files
 from tests.helm import CHART, REPO, helm
 from tests.integration.operator_proc import Operator, wait_until
+
+golden = golden_files.golden  # the golden fixture (--update-goldens rewrites)
 
 GOLDEN = REPO / "tests" / "golden" / "boot" / "chart" / "helm-template.yaml"
 
