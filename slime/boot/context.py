@@ -35,6 +35,7 @@ def context(cr: Obj, cluster: ClusterView, settings: Settings, metrics: Metrics)
     config: Any = settings.general
     if not isinstance(config, BootConfig):
         config = BootConfig.model_validate(config or {})
-    names = tuple(sorted(str((ns.get("metadata") or {}).get("name")) for ns in cluster.list(NAMESPACE)))
-    return BootContext(config=config, catalog=dict(settings.catalog), namespaces=names,
+    names = {str((ns.get("metadata") or {}).get("name")) for ns in cluster.list(NAMESPACE)}
+    names.add(str((cr.get("metadata") or {}).get("namespace") or ""))  # the SlimeBoot's own exists
+    return BootContext(config=config, catalog=dict(settings.catalog), namespaces=tuple(sorted(names)),
                        crd=crd_verdict(cluster.get(CRD, None, SLIME_BOOT.crd_name)))

@@ -111,9 +111,9 @@ def _label(obj: Mapping[str, Any]) -> str:
 
 def render(cr: Mapping[str, Any], ctx: BootContext) -> Rendered:
     conditions = []
-    if ctx.crd is not None:
-        ours, message = ctx.crd
-        conditions.append(ConditionUpdate(CRD_CONDITION, ours, "SlimeCRD" if ours else "ForeignCRD", message))
+    if ctx.crd is not None and not ctx.crd[0]:  # only said when wrong: a cluster with slime's CRD and
+        # `slime render` without any CRD give the same status
+        conditions.append(ConditionUpdate(CRD_CONDITION, False, "ForeignCRD", ctx.crd[1]))
     spec, problems = parse_spec(SlimeBootSpec, cr.get("spec"))
     if spec is None:
         return Rendered(conditions=[ConditionUpdate("Ready", False, "InvalidSpec", "; ".join(problems)), *conditions])
