@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: test setup venv system-deps controlplane lint unit crds demo bench clean
+.PHONY: test setup venv system-deps controlplane lint unit crds demo bench clean kind-deploy
 
 test: setup lint
 	$(BIN)/pytest
@@ -45,6 +45,10 @@ crds: venv
 
 demo: setup
 	$(BIN)/python -m slime.demo
+
+# slime on a local kind cluster with Istio, installed with the slime-boot chart (needs Docker and kind).
+kind-deploy:
+	./hack/kind-deploy.sh
 
 bench: setup
 	$(BIN)/python -m bench
