@@ -198,7 +198,14 @@ class Planner:
         except ConfigError as e:
             self.problem("InvalidModuleConfig", f"spec.module[{i}]: {e}")
             return
-        self.plan.modules.append(self.values(name, kinds, data))
+        values = self.values(name, kinds, data)
+        for what, ports in (("container", [p["containerPort"] for p in values["ports"]]),
+                            ("Service", [p["port"] for p in values["servicePorts"]])):
+            if len(set(ports)) != len(ports):
+                self.problem("InvalidSpec", f"spec.service: the module's {what} ports {ports} collide (metrics is "
+                                            f"{METRICS_PORT}; port, auxiliaryPort and logSourcePort must differ)")
+                return
+        self.plan.modules.append(values)
 
     def image(self, what: str, spec_image: Any, default: str) -> tuple[str, str]:
         image = image_of(spec_image, default)

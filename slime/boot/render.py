@@ -47,7 +47,10 @@ class TemplateError(Exception):
 
 
 def tojson(value: Any) -> str:
-    """One JSON token, which YAML reads back as exactly ``value``."""
+    """One JSON token, which YAML reads back as exactly ``value``. An undefined value fails here,
+    naming it (a filter gets StrictUndefined without it raising)."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
     text = json.dumps(value, ensure_ascii=False, sort_keys=False, separators=(", ", ": "))
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 

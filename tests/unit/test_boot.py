@@ -124,6 +124,10 @@ def test_a_config_change_changes_the_pod_template_hash_and_nothing_else_does() -
     ({"namespace": "Not_A_Namespace", "module": []}, "InvalidSpec", "spec.namespace"),
     ({"module": [{"name": "p", "kind": "plugin", "enable": True, "globalSidecarMode": "namespace"}]}, "InvalidSpec",
      "spec.module[0].globalSidecarMode"),
+    ({"module": [{"name": "p", "kind": "plugin", "enable": True}], "service": {"port": 8081}}, "InvalidSpec",
+     "spec.service"),
+    ({"module": [{"name": "p", "kind": "plugin", "enable": True}], "service": {"auxiliaryPort": 9090}},
+     "InvalidSpec", "spec.service"),
 ])
 def test_bad_input_names_the_field_and_writes_nothing(spec: dict[str, Any], reason: str, field: str) -> None:
     out = render(boot(spec), ctx())
@@ -230,3 +234,21 @@ def test_render_goes_through_slime_render() -> None:
     assert out.errors == []
     assert {o["kind"] for o in out.objects} == {"ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding",
                                                 "ConfigMap", "Deployment", "Service", "ServiceAccount"}
+
+
+def test_a_template_error_is_a_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    import jinja2
+
+    render_module = importlib.import_module("slime.boot.render")  # the package exports a function of that name
+
+    env = jinja2.Environment(loader=jinja2.DictLoader({
+        **{f"{t}.yaml.j2": "" for t in render_module.MODULE_TEMPLATES},
+        "deployment.yaml.j2": "kind: Deployment\nmetadata: {name: {{ m.no_such_value|tojson }}}\n"}),
+        undefined=jinja2.StrictUndefined)
+    env.filters["tojson"] = tojson
+    monkeypatch.setattr(render_module, "ENV", env)
+    out = render(boot({"module": [{"name": "plugin", "kind": "plugin", "enable": True}]}), ctx())
+    assert out.objects is None
+    assert out.ready is not None and out.ready.reason == "TemplateError" and "no_such_value" in out.ready.message
