@@ -30,7 +30,8 @@ def bundle(namespace: str) -> dict[str, Any]:
                 {"name": "bundle", "enable": True,
                  "bundle": {"modules": [{"name": "limiter", "kind": "limiter"}, {"name": "plugin", "kind": "plugin"}]}},
                 {"name": "limiter", "kind": "limiter", "enable": True, "mode": "BundleItem",
-                 "general": {"refresh": "5s", "disableGlobalRateLimit": True}},
+                 "general": {"refresh": "5s", "disableGlobalRateLimit": True,  # its RLS ConfigMap: here
+                             "rlsConfigMap": {"name": "rate-limit-config", "namespace": namespace}}},
                 {"name": "plugin", "kind": "plugin", "enable": True, "mode": "BundleItem"}]}}
 
 
