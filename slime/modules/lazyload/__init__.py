@@ -1,0 +1,41 @@
+"""lazyload: each workload's Sidecar names only the services it calls (ServiceFence -> Sidecar).
+
+Calls to anything else take the fallback route through the global-sidecar, which forwards them to
+their original destination and reports them (gRPC access log); the module learns the dependency and
+adds it to the caller's Sidecar.
+"""
+
+from __future__ import annotations
+
+from slime.framework.kinds import (
+    CONFIG_MAP,
+    DEPLOYMENT,
+    ENDPOINT_SLICE,
+    ENDPOINTS,
+    ENVOY_FILTER,
+    NAMESPACE,
+    SERVICE,
+    SIDECAR,
+    VIRTUAL_SERVICE,
+)
+from slime.framework.module import Module
+from slime.modules.lazyload.api import KINDS
+from slime.modules.lazyload.config import Fence
+from slime.modules.lazyload.context import fence_context
+from slime.modules.lazyload.render import render
+
+MODULE = Module(
+    name="lazyload",
+    kinds=KINDS,
+    config=Fence,
+    context=fence_context,
+    render=render,
+    # Services: fromService, labelSelector, ns/*, auto-fence; Endpoints/EndpointSlices: caller IP -> Service
+    # (access log); Namespaces: namespaceSelector, auto-fence; VirtualServices: dependency expansion.
+    reads=(SERVICE, NAMESPACE, VIRTUAL_SERVICE, ENDPOINTS, ENDPOINT_SLICE),
+    # Sidecars per fence; the fallback route (global-sidecar Deployment, Service, ConfigMaps, EnvoyFilters)
+    # is the module's own, from its config.
+    writes=(SIDECAR, DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER),
+    hooks="slime.modules.lazyload.controller:LazyloadHooks",
+    description="ServiceFence -> Sidecar: each workload sees only the services it calls",
+)
