@@ -45,7 +45,7 @@ def entries_of(message: Any) -> list[AccessLogEntry]:
     return out
 
 
-class _Servicer(als_pb2_grpc.AccessLogServiceServicer):  # type: ignore[misc]
+class _Servicer(als_pb2_grpc.AccessLogServiceServicer):
     def __init__(self, sink: Sink, counters: dict[str, int]) -> None:
         self._sink = sink
         self._counters = counters
