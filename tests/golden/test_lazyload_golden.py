@@ -25,6 +25,7 @@ from slime.framework.config import default_module_config, load_module_configs
 from slime.framework.module import ObjectsView, Settings
 from slime.modules.lazyload import MODULE
 from slime.modules.lazyload.autofence import desired_fences
+from slime.modules.lazyload.globalsidecar import render_fallback
 from slime.render import YamlDumper
 from tests.compat import COMPAT
 
@@ -106,12 +107,26 @@ def test_golden(name: str, request: pytest.FixtureRequest) -> None:
     check_stream(HERE / f"{name}.out.yaml", render_documents(objects, settings), update)
 
 
+FALLBACK = HERE / "globalsidecar"
+FALLBACK_CASES = sorted(p.name.removesuffix(".config.yaml") for p in FALLBACK.glob("*.config.yaml"))
+
+
+@pytest.mark.parametrize("name", FALLBACK_CASES)
+def test_fallback_golden(name: str, request: pytest.FixtureRequest) -> None:
+    """``globalsidecar/<case>.config.yaml`` (a module config) -> the fallback route's objects."""
+    settings = settings_from(yaml.safe_load((FALLBACK / f"{name}.config.yaml").read_text()))
+    update = bool(request.config.getoption("--update-goldens", default=False))
+    check_stream(FALLBACK / f"{name}.out.yaml", render_fallback(settings), update)
+
+
 def test_every_output_has_an_input() -> None:
     outputs = {p.name.removesuffix(".out.yaml") for p in HERE.glob("*.out.yaml")}
     configs = {p.name.removesuffix(".config.yaml") for p in HERE.glob("*.config.yaml")}
     assert outputs == set(CASES), f"outputs without inputs or the reverse: {outputs ^ set(CASES)}"
     assert configs <= set(CASES), f"configs without inputs: {configs - set(CASES)}"
     assert len(CASES) >= 25, CASES
+    fallback_outputs = {p.name.removesuffix(".out.yaml") for p in FALLBACK.glob("*.out.yaml")}
+    assert fallback_outputs == set(FALLBACK_CASES), fallback_outputs ^ set(FALLBACK_CASES)
 
 
 def test_upstream_autofence_fixture() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from slime.framework.config import load_module_configs
 from slime.framework.module import Settings
@@ -72,7 +73,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_envoy_accepts_the_forwarder(name: str, tmp_path: Path) -> None:
     config = forwarder_of(render_fallback(settings(CONFIGS[name])))
-    path = tmp_path / "forwarder.json"
+    path = tmp_path / "forwarder.yaml"
     path.write_text(json.dumps(config))
     proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"],  # noqa: S603
                           capture_output=True, text=True, timeout=60, check=False)
@@ -113,17 +114,34 @@ def config_probe_port() -> int:
     return Fence().globalSidecar.probePort
 
 
+def _app_patches(ef: dict[str, Any], port: int, apply_to: str) -> list[dict[str, Any]]:
+    out = []
+    for p in ef["spec"]["configPatches"]:
+        match = p["match"]
+        if p["applyTo"] != apply_to or "metadata" in match.get("proxy", {}):
+            continue  # the global-sidecar's own patches
+        names = (match.get("routeConfiguration", {}).get("name"), match.get("listener", {}).get("name"))
+        if str(port) in names or f"0.0.0.0_{port}" in names:
+            out.append(p)
+    return out
+
+
 def app_sidecar(objects: list[dict[str, Any]], port: int, listen: int, gs_port: int, admin: int) -> dict[str, Any]:
     """An Envoy as a fenced workload's sidecar would be after istiod applied ``to-global-sidecar``: route
-    configuration ``<port>`` holds only the rendered catch-all; the global-sidecar's cluster is the forwarder."""
-    ef = find(objects, "EnvoyFilter", "to-global-sidecar")
-    [merge] = [p for p in ef["spec"]["configPatches"]
-               if p["applyTo"] == "ROUTE_CONFIGURATION" and p["match"]["routeConfiguration"]["name"] == str(port)
-               and "proxy" not in p["match"]]
-    vhosts = merge["patch"]["value"]["virtual_hosts"]
+    configuration ``<port>`` holds only the rendered catch-all (and the Lua filter and per-route config when
+    addEnvHeaderViaLua); every cluster it names is the forwarder."""
+    ef = next(o for o in objects if o["kind"] == "EnvoyFilter" and o["metadata"]["name"] == "to-global-sidecar")
+    [merge] = _app_patches(ef, port, "ROUTE_CONFIGURATION")
+    vhosts = copy.deepcopy(merge["patch"]["value"]["virtual_hosts"])
+    for route_patch in _app_patches(ef, port, "HTTP_ROUTE"):
+        for vh in vhosts:
+            if vh["name"] == route_patch["match"]["routeConfiguration"]["vhost"]["name"]:
+                for r in vh["routes"]:
+                    r.update(copy.deepcopy(route_patch["patch"]["value"]))
+    filters = [p["patch"]["value"] for p in _app_patches(ef, port, "HTTP_FILTER")]
     clusters = {r["route"]["cluster"] for vh in vhosts for r in vh["routes"]}
     hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-        "@type": HCM_TYPE, "stat_prefix": "outbound", "http_filters": [ROUTER],
+        "@type": HCM_TYPE, "stat_prefix": "outbound", "http_filters": [*filters, ROUTER],
         "route_config": {"name": str(port), "virtual_hosts": vhosts}}}
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
@@ -136,6 +154,45 @@ def app_sidecar(objects: list[dict[str, Any]], port: int, listen: int, gs_port: 
                     "address": "127.0.0.1", "port_value": gs_port}}}}]}]}} for c in sorted(clusters)],
         },
     }
+
+
+FALLBACK_GOLDENS = sorted((Path(__file__).parents[1] / "golden" / "lazyload" / "globalsidecar").glob("*.config.yaml"))
+
+
+@pytest.mark.parametrize("path", FALLBACK_GOLDENS, ids=[p.name.removesuffix(".config.yaml") for p in FALLBACK_GOLDENS])
+def test_envoy_accepts_the_catch_all_of_every_fallback_golden(path: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    cfg = load_module_configs(raw)[0]
+    objects = render_fallback(Settings(name=cfg.name, general=Fence.model_validate(cfg.general), globals=cfg.globals))
+    ports = [int(p) for p in cfg.general.get("wormholePort", [])]
+    if not ports:
+        assert objects == []  # nothing to catch, nothing rendered
+        return
+    for port in ports:
+        config = app_sidecar(objects, port, free_port(), free_port(), free_port())
+        out = tmp_path / f"app-{port}.yaml"
+        out.write_text(json.dumps(config))
+        proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(out), "-l", "error"],  # noqa: S603
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    forwarder = tmp_path / "forwarder.yaml"
+    forwarder.write_text(find(objects, "ConfigMap", "global-sidecar")["data"]["envoy.yaml"])
+    proc = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(forwarder), "-l", "error"],  # noqa: S603
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_lua_catch_all_sets_the_source_namespace(tmp_path: Path) -> None:
+    """addEnvHeaderViaLua: the per-route Lua of allow_all sets Slime-Source-Ns from POD_NAMESPACE."""
+    objects = render_fallback(settings({"wormholePort": ["9080"], "addEnvHeaderViaLua": True}))
+    forwarder, ports = relocate(forwarder_of(objects))
+    listen = free_port()
+    app = app_sidecar(objects, 9080, listen, ports[80], free_port())
+    with EchoServer("details") as details, run_envoy(forwarder, tmp_path, "forwarder"), \
+            run_envoy(app, tmp_path, "app", env={"POD_NAMESPACE": "shop"}):
+        status, body = http_get(listen, "/", {"Host": "details:9080"}, proxy_dst=("127.0.0.1", details.port))
+        assert status == 200, body
+        assert json.loads(body)["headers"]["host"] == "details.shop:9080"
 
 
 def test_unknown_host_detours_through_the_global_sidecar_to_its_destination(tmp_path: Path) -> None:

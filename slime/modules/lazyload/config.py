@@ -30,6 +30,28 @@ class Dispatch(SlimeModel):
     )
     domainRegex: str = Field(default="", description="RE2 regex on :authority (a route of allow_all)")
 
+    @field_validator("domainRegex")
+    @classmethod
+    def _regex(cls, v: str) -> str:
+        if v:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regex: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _usable(self) -> Dispatch:
+        if not self.cluster:
+            raise ValueError("cluster is required")
+        if not self.domainRegex and not self.name:
+            raise ValueError("a dispatch without domainRegex is a virtual host: name is required")
+        if not self.domainRegex and not self.domains:
+            raise ValueError("a dispatch without domainRegex needs domains")
+        if "*" in self.domains:
+            raise ValueError("domains: '*' is the catch-all's own; use passthroughByDefault or a domainRegex")
+        return self
+
 
 class DomainAlias(SlimeModel):
     pattern: str = Field(description="Regex with named groups, matched against a host")
@@ -163,6 +185,18 @@ class Fence(SlimeModel):
     def _durations(cls, v: str) -> str:
         if v:
             parse_duration(v)
+        return v
+
+    @field_validator("dispatches")
+    @classmethod
+    def _unique(cls, v: list[Dispatch]) -> list[Dispatch]:
+        # Envoy refuses a route configuration whose virtual hosts repeat a name or a domain.
+        names = [d.name for d in v if not d.domainRegex]
+        domains = [x for d in v if not d.domainRegex for x in d.domains]
+        for what, items in (("name", [*names, "allow_all"]), ("domain", domains)):
+            dup = next((x for x in items if items.count(x) > 1), None)
+            if dup is not None:
+                raise ValueError(f"virtual host {what} {dup!r} is used twice")
         return v
 
     @model_validator(mode="after")

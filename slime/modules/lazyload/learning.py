@@ -180,7 +180,11 @@ class LearningBuffer:
                 p.learned[key] = str(count)  # upstream: the first batch's count, never changed
                 news = True
             if key in status_metrics or key in p.learned:
-                if self.ttl > 0 and now - max(status_seen.get(key, 0), p.seen.get(key, 0)) >= self.ttl / 4:
+                # A refresh of lastSeen is news once it moved by a quarter of the TTL since the last write
+                # (and was not already pending).
+                persisted = status_seen.get(key, 0)
+                pending = p.seen.get(key, persisted) - persisted >= self.ttl / 4
+                if self.ttl > 0 and now - persisted >= self.ttl / 4 and not pending:
                     news = True
                 p.seen[key] = int(now)
         p.dirty = p.dirty or news
