@@ -116,3 +116,22 @@ def _sorted(objs: Sequence[Obj]) -> list[Obj]:
         return str(m.get("namespace") or ""), str(m.get("name") or "")
 
     return sorted(objs, key=key)
+
+
+class LearningView:
+    """A ``ClusterView`` that also answers the ``LearnedDependencies`` record of each fence (the operator's
+    Hooks.view wraps the informers' view in it)."""
+
+    def __init__(self, cluster: ClusterView, records: Mapping[tuple[str, str], Obj]) -> None:
+        self._cluster = cluster
+        self._records = records
+
+    def list(self, kind: Kind, namespace: str | None = None) -> list[Obj]:
+        if kind == LEARNED:
+            return [r for (ns, _), r in self._records.items() if namespace is None or ns == namespace]
+        return self._cluster.list(kind, namespace)
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> Obj | None:
+        if kind == LEARNED:
+            return self._records.get((namespace or "", name))
+        return self._cluster.get(kind, namespace, name)
