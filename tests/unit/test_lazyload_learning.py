@@ -164,3 +164,16 @@ def test_prometheus_queries_and_results() -> None:
                          '{destination_service="reviews.other.svc.cluster.local"}': "1"}
     assert merge_group_results([converted, {'{destination_service="x"}': "1", **converted}]) == {
         **converted, '{destination_service="x"}': "1"}
+
+
+def test_a_status_write_does_not_reset_the_pacing() -> None:
+    buf = LearningBuffer(interval=1.0)
+    buf.observe(KEY, {D: 1}, 100, {}, {})
+    assert buf.due(100) == [KEY]
+    buf.written(KEY, {D: "1"}, {D: 100})
+    assert len(buf) == 0
+    assert buf.observe(KEY, {R: 1}, 100.2, {D: "1"}, {D: 100})
+    assert buf.due(100.2) == [] and buf.next_due() == 101
+    assert buf.due(101) == [KEY]
+    buf.forget(KEY)
+    assert buf.record(KEY) == ({}, {})

@@ -214,14 +214,14 @@ class LearningBuffer:
             return
         p.learned = {k: v for k, v in p.learned.items() if k not in metrics}
         p.seen = {k: t for k, t in p.seen.items() if t > seen.get(k, -1)}
-        if not p.learned and not p.seen and not p.dirty:
-            del self._fences[fence]
+        # The record stays (its last_flush paces the next write) until the fence is deleted: ``forget``.
 
     def forget(self, fence: FenceKey) -> None:
         self._fences.pop(fence, None)
 
     def __len__(self) -> int:
-        return len(self._fences)
+        """Fences with learned entries not written yet."""
+        return sum(1 for p in self._fences.values() if p.learned or p.dirty)
 
 
 def effective_metrics(status_metrics: Mapping[str, str], status_seen: Mapping[str, int],
