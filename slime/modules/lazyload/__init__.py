@@ -10,6 +10,7 @@ from __future__ import annotations
 from slime.framework.kinds import (
     CONFIG_MAP,
     DEPLOYMENT,
+    DESTINATION_RULE,
     ENDPOINT_SLICE,
     ENDPOINTS,
     ENVOY_FILTER,
@@ -35,7 +36,7 @@ MODULE = Module(
     reads=(SERVICE, NAMESPACE, VIRTUAL_SERVICE, ENDPOINTS, ENDPOINT_SLICE),
     # Sidecars per fence; the fallback route (global-sidecar Deployment, Service, ConfigMaps, EnvoyFilters)
     # is the module's own, from its config.
-    writes=(SIDECAR, DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER),
+    writes=(SIDECAR, DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER, DESTINATION_RULE),
     hooks="slime.modules.lazyload.controller:LazyloadHooks",
     description="ServiceFence -> Sidecar: each workload sees only the services it calls",
 )

@@ -37,7 +37,7 @@ from slime.modules.lazyload.autofence import plan
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.context import LearningView, learned_record
 from slime.modules.lazyload.domains import Domain, expiry_times
-from slime.modules.lazyload.globalsidecar import gs_namespaces, http_ports, render_fallback
+from slime.modules.lazyload.globalsidecar import auto_ports, gs_namespaces, http_ports, render_fallback
 from slime.modules.lazyload.learning import (
     AccessLogEntry,
     FenceKey,
@@ -84,6 +84,7 @@ class LazyloadHooks(Hooks):
         self._autofence = asyncio.Event()
         self._ips: tuple[float, dict[str, list[FenceKey]], set[FenceKey]] = (float("-inf"), {}, set())
         self.dropped = 0  # access-log entries received while this replica was not active
+        self._ports: set[int] = set()  # autoPort: HTTP ports found on Services
 
     # ----------------------------------------------------------------- what the reconciler calls
 
@@ -240,7 +241,10 @@ class LazyloadHooks(Hooks):
             todo = plan(services, namespaces, self.cluster.list(FENCE), self.config, self.settings.globals)
             if todo.create or todo.delete:
                 await asyncio.to_thread(apply_plan, client, todo)
-            extra = http_ports(services, self.config.supportH2) if self.config.autoPort else set()
+            if self.config.autoPort:
+                self._ports = auto_ports(self._ports, http_ports(services, self.config.supportH2),
+                                         self.config.cleanupWormholePort)
+            extra = self._ports
             try:
                 desired = render_fallback(self.settings, extra)
             except ValueError as e:

@@ -14,6 +14,7 @@ Objects, as upstream's chart names them:
 * cluster mode: Deployment, Service and ConfigMap ``global-sidecar`` in ``clusterGsNamespace`` (default
   the slime namespace), ``to-global-sidecar`` in the Istio root namespace;
 * namespace mode: all of them in each namespace of ``general.namespace``;
+* supportH2: DestinationRule ``global-sidecar`` (the caller's protocol is kept);
 * accesslog mode: ``lazyload-accesslog-source`` (ConfigMap) and ``global-sidecar-accesslog``
   (EnvoyFilter) next to each global-sidecar (upstream's chart left them out in namespace mode
   unless autoPort was on).
@@ -29,7 +30,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from slime.framework.kinds import CONFIG_MAP, DEPLOYMENT, ENVOY_FILTER, SERVICE
+from slime.framework.kinds import CONFIG_MAP, DEPLOYMENT, DESTINATION_RULE, ENVOY_FILTER, SERVICE
 from slime.framework.module import Settings
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.forwarder import forwarder_config
@@ -291,6 +292,14 @@ def als_config_map(namespace: str, settings: Settings) -> dict[str, Any]:
             "data": {"custom_bootstrap.json": json.dumps(als_bootstrap(settings), indent=1, sort_keys=True)}}
 
 
+def destination_rule(namespace: str, settings: Settings) -> dict[str, Any]:
+    """supportH2: the fenced proxies keep the caller's protocol towards the global-sidecar."""
+    return {"apiVersion": DESTINATION_RULE.api_version, "kind": DESTINATION_RULE.kind,
+            "metadata": _meta(NAME, namespace, settings),
+            "spec": {"host": f"{NAME}.{namespace}.svc.cluster.local",
+                     "trafficPolicy": {"connectionPool": {"http": {"useClientProtocol": True}}}}}
+
+
 def render_fallback(settings: Settings, extra_ports: Iterable[int] = ()) -> list[dict[str, Any]]:
     """Every object of the fallback route (sorted by kind, namespace, name); [] when it is disabled or
     there is no wormhole port. ValueError names a config field that cannot make a valid object."""
@@ -311,6 +320,8 @@ def render_fallback(settings: Settings, extra_ports: Iterable[int] = ()) -> list
                 config_map(config, all_ports, ns, settings)]
         if config.source == "accesslog":
             out += [als_config_map(ns, settings), accesslog_filter(ns, settings)]
+        if config.supportH2:
+            out.append(destination_rule(ns, settings))
         filter_ns = ns if config.mode == "namespace" else istio_ns
         out.append(to_global_sidecar(config, filter_ns, ns, ports, settings))
     return sorted(out, key=lambda o: (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]))
@@ -330,3 +341,9 @@ def http_ports(services: Iterable[Mapping[str, Any]], support_h2: bool = False) 
                     and isinstance(port.get("port"), int):
                 out.add(int(port["port"]))
     return out
+
+
+def auto_ports(previous: Iterable[int], found: Iterable[int], cleanup: bool) -> set[int]:
+    """autoPort's port set: only ever grows (as upstream), unless ``cleanupWormholePort``, where it is
+    exactly the ports in use now."""
+    return set(found) if cleanup else set(previous) | set(found)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from slime.framework.kinds import CONFIG_MAP, DEPLOYMENT, ENVOY_FILTER, SERVICE, Kind, lookup
+from slime.framework.kinds import CONFIG_MAP, DEPLOYMENT, DESTINATION_RULE, ENVOY_FILTER, SERVICE, Kind, lookup
 from slime.modules.lazyload.api import SERVICE_FENCE
 from slime.modules.lazyload.autofence import Plan, is_ours
 from slime.modules.lazyload.globalsidecar import FALLBACK_LABEL
@@ -23,7 +23,7 @@ from slime.modules.lazyload.names import check_object_name
 
 log = logging.getLogger("slime.lazyload")
 FENCE = Kind(SERVICE_FENCE.api_version, SERVICE_FENCE.kind, SERVICE_FENCE.plural)
-FALLBACK_KINDS = (DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER)
+FALLBACK_KINDS = (DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER, DESTINATION_RULE)
 
 
 class Client(Protocol):
