@@ -94,3 +94,31 @@ def test_plan_leaves_other_revisions_alone() -> None:
     g = GlobalConfig(istioRev="canary", strictRev=True).with_defaults()
     p = plan([], [], [fence("a", rev="stable"), fence("b", rev="canary")], Fence(autoFence=True), g)
     assert p.delete == [("default", "b")]
+
+
+def pod(name: str, ns_: str, labels: dict[str, str], ip: str = "10.0.0.1") -> dict[str, Any]:
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": ns_, "labels": labels},
+            "status": {"podIP": ip} if ip else {}}
+
+
+def test_workload_fences_from_pod_labels() -> None:
+    from slime.modules.lazyload.autofence import desired_workload_fences, workload_ip_index
+
+    config = Fence(fenceLabelKeyAlias="app:foo", blackNamespaceList="out")
+    pods = [pod("p1", "default", {"app": "bar"}), pod("p2", "default", {"app": "bar"}, "10.0.0.2"),
+            pod("p3", "default", {"app": "Bad_Value"}), pod("p4", "default", {"app": "baz"}, ip=""),
+            pod("p5", "out", {"app": "bar"}), pod("p6", "default", {"other": "x"})]
+    [fence] = desired_workload_fences(pods, [], config, G)
+    assert fence["metadata"] == {"name": "foo-bar.workload.identity", "namespace": "default",
+                                 "labels": {"app.kubernetes.io/created-by": "fence-controller"}}
+    assert fence["spec"] == {"enable": True, "workloadSelector": {"labels": {"app": "bar"}}}
+    assert workload_ip_index(pods, config)["10.0.0.2"] == [("default", "foo-bar.workload.identity")]
+    assert desired_workload_fences(pods, [], Fence(fenceLabelKeyAlias="app"), G)[0]["metadata"]["name"] == (
+        "app-bar.workload.identity")
+
+
+def test_workload_fence_goes_with_its_last_pod() -> None:
+    config = Fence(fenceLabelKeyAlias="app:foo")
+    ours = fence("foo-bar.workload.identity")
+    assert plan([], [], [ours], config, G, [pod("p1", "default", {"app": "bar"})]).delete == []
+    assert plan([], [], [ours], config, G, []).delete == [("default", "foo-bar.workload.identity")]

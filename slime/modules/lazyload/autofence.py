@@ -10,6 +10,10 @@ Only fences carrying that label are ever deleted, and only when they are no long
 gone or unfenced, namespace out of scope). A hand-made fence is never touched, and a fence of the
 Service's name that exists already is never replaced.
 
+Workload fences (``fenceLabelKeyAlias: "<labelKey>[:<alias>]"``, upstream's pod-label fences) are
+``<alias>-<value>.workload.identity`` with ``workloadSelector.labels: {<labelKey>: <value>}``, one per
+namespace and value among pods that have an IP; deleted with the last such pod.
+
 Differences, on purpose: with ``autoFence`` off nothing is created, so a deleted fence does not come
 back (upstream's fence reconciler re-created it, slime#517), and the fences the module created are
 deleted (what #517 asked for: switching auto-fence off undoes it).
@@ -24,7 +28,7 @@ from typing import Any
 from slime.framework.config import GlobalConfig
 from slime.modules.lazyload.api import SERVICE_FENCE
 from slime.modules.lazyload.config import Fence, LabelSelector
-from slime.modules.lazyload.names import label_problem
+from slime.modules.lazyload.names import check_object_name, label_problem
 from slime.modules.lazyload.render import REV_LABEL, rev_in_scope
 
 Obj = Mapping[str, Any]
@@ -120,6 +124,67 @@ def desired_fences(services: Iterable[Obj], namespaces: Iterable[Obj], config: F
     return sorted(out, key=lambda f: (f["metadata"]["namespace"], f["metadata"]["name"]))
 
 
+def label_key_alias(value: str) -> tuple[str, str] | None:
+    """``fenceLabelKeyAlias`` as (label key, alias): ``"<labelKey>[:<alias>]"``, the alias ``app`` by default."""
+    if not value:
+        return None
+    key, _, alias = value.partition(":")
+    return key, alias or "app"
+
+
+def workload_fence_name(alias: str, value: str) -> str | None:
+    """``<alias>-<labelValue>.workload.identity``, or None when that is no valid object name."""
+    name = f"{alias}-{value}.workload.identity"
+    try:
+        check_object_name(name)
+    except ValueError:
+        return None
+    return name
+
+
+def _pod_ip(pod: Obj) -> str:
+    return str((pod.get("status") or {}).get("podIP") or "")
+
+
+def desired_workload_fences(pods: Iterable[Obj], namespaces: Iterable[Obj], config: Fence,
+                            globals_: GlobalConfig) -> list[dict[str, Any]]:
+    """Workload fences (upstream's ``fenceLabelKeyAlias``): one per namespace and value of the label key among
+    pods that have an IP, in a namespace in scope; the Sidecar selects that label."""
+    parsed = label_key_alias(config.fenceLabelKeyAlias)
+    if parsed is None:
+        return []
+    key, alias = parsed
+    scope = {str(_meta(n).get("name")): _labels(n) for n in namespaces}
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for pod in pods:
+        value = _labels(pod).get(key)
+        ns = _ns(pod)
+        if value is None or not _pod_ip(pod) or not namespace_in_scope(ns, scope.get(ns, {}), config):
+            continue
+        name = workload_fence_name(alias, value)
+        if name is None or label_problem(key, value) is not None:
+            continue
+        fence = fence_for({"metadata": {"name": name, "namespace": ns}}, globals_)
+        fence["spec"] = {"enable": True, "workloadSelector": {"labels": {key: value}}}
+        out[(ns, name)] = fence
+    return [out[k] for k in sorted(out)]
+
+
+def workload_ip_index(pods: Iterable[Obj], config: Fence) -> dict[str, list[tuple[str, str]]]:
+    """Pod IP -> its workload fence (namespace, name), for the access log."""
+    parsed = label_key_alias(config.fenceLabelKeyAlias)
+    if parsed is None:
+        return {}
+    key, alias = parsed
+    out: dict[str, list[tuple[str, str]]] = {}
+    for pod in pods:
+        value = _labels(pod).get(key)
+        name = workload_fence_name(alias, value) if value is not None else None
+        if name is not None and _pod_ip(pod):
+            out[_pod_ip(pod)] = [(_ns(pod), name)]
+    return out
+
+
 @dataclass(frozen=True)
 class Plan:
     create: list[dict[str, Any]] = field(default_factory=list)
@@ -127,14 +192,14 @@ class Plan:
 
 
 def plan(services: Iterable[Obj], namespaces: Iterable[Obj], fences: Sequence[Obj], config: Fence,
-         globals_: GlobalConfig) -> Plan:
-    """What auto-fence creates and deletes now."""
+         globals_: GlobalConfig, pods: Iterable[Obj] = ()) -> Plan:
+    """What auto-fence (and the workload fences of ``fenceLabelKeyAlias``) create and delete now."""
     mine = [f for f in fences if is_ours(f)
             and rev_in_scope(str(_labels(f).get(REV_LABEL, "")), globals_.istioRev, globals_.strictRev)]
-    if not config.autoFence:
-        return Plan(delete=sorted((_ns(f), str(_meta(f).get("name"))) for f in mine))
+    namespaces = list(namespaces)
     existing = {(_ns(f), str(_meta(f).get("name"))) for f in fences}
-    wanted = desired_fences(services, namespaces, config, globals_)
+    wanted = desired_fences(services, namespaces, config, globals_) if config.autoFence else []
+    wanted += desired_workload_fences(pods, namespaces, config, globals_)
     wanted_keys = {(f["metadata"]["namespace"], f["metadata"]["name"]) for f in wanted}
     create = [f for f in wanted if (f["metadata"]["namespace"], f["metadata"]["name"]) not in existing]
     delete = sorted((_ns(f), str(_meta(f).get("name"))) for f in mine

@@ -28,12 +28,12 @@ from typing import Any
 import kopf
 
 from slime.framework.acceptance import register_acceptance
-from slime.framework.kinds import ENDPOINT_SLICE, ENDPOINTS, NAMESPACE, SERVICE, VIRTUAL_SERVICE, Kind
+from slime.framework.kinds import ENDPOINT_SLICE, ENDPOINTS, NAMESPACE, POD, SERVICE, VIRTUAL_SERVICE, Kind
 from slime.framework.module import ClusterView, Hooks, Rendered, Settings
 from slime.framework.runtime import ModuleRuntime
 from slime.modules.lazyload.accesslog import AccessLogServer, listen_address
 from slime.modules.lazyload.api import KINDS, ServiceFenceSpec, ServiceFenceStatus
-from slime.modules.lazyload.autofence import plan
+from slime.modules.lazyload.autofence import plan, workload_ip_index
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.context import LearningView, learned_record
 from slime.modules.lazyload.domains import Domain, expiry_times
@@ -102,7 +102,7 @@ class LazyloadHooks(Hooks):
 
     def dependents(self, kind: Kind, namespace: str, name: str, obj: Any,
                    crs: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
-        if kind in (SERVICE, NAMESPACE):
+        if kind in (SERVICE, NAMESPACE) or (kind == POD and self.config.fenceLabelKeyAlias):
             self._autofence.set()
         if kind in (ENDPOINTS, ENDPOINT_SLICE):
             return []  # read by the access-log mapping only, never by a render
@@ -165,6 +165,9 @@ class LazyloadHooks(Hooks):
         if time.monotonic() - stamp > IP_INDEX_TTL:
             endpoints, slices = self.cluster.list(ENDPOINTS), self.cluster.list(ENDPOINT_SLICE)
             ips, known = ip_index(endpoints, slices), known_services(endpoints, slices)
+            if self.config.fenceLabelKeyAlias:  # a pod's workload fence counts too (upstream)
+                for ip, fences in workload_ip_index(self.cluster.list(POD), self.config).items():
+                    ips[ip] = sorted({*ips.get(ip, []), *fences})
             self._ips = (time.monotonic(), ips, known)
         return ips, known
 
@@ -238,7 +241,8 @@ class LazyloadHooks(Hooks):
             if not self._active():
                 continue
             services, namespaces = self.cluster.list(SERVICE), self.cluster.list(NAMESPACE)
-            todo = plan(services, namespaces, self.cluster.list(FENCE), self.config, self.settings.globals)
+            pods = self.cluster.list(POD) if self.config.fenceLabelKeyAlias else []
+            todo = plan(services, namespaces, self.cluster.list(FENCE), self.config, self.settings.globals, pods)
             if todo.create or todo.delete:
                 await asyncio.to_thread(apply_plan, client, todo)
             if self.config.autoPort:
