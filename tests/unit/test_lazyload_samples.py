@@ -56,3 +56,20 @@ def test_auto_fence_sample_makes_one_fence() -> None:
     s = settings(SAMPLES / "config" / "cluster-accesslog.yaml")
     todo = plan(docs(SAMPLES / "auto-fence.yaml"), [], [], s.general, s.globals)
     assert [(f["metadata"]["namespace"], f["metadata"]["name"]) for f in todo.create] == [("default", "productpage")]
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "lazyload"
+
+
+def test_every_rendered_sidecar_is_one_istiod_accepts() -> None:
+    from slime.modules.lazyload.names import label_problem
+
+    sidecars = [d for p in sorted(GOLDEN.glob("*.out.yaml")) for d in yaml.safe_load_all(p.read_text())
+                if d and d["kind"] == "Sidecar"]
+    assert len(sidecars) >= 20
+    for sc in sidecars:
+        hosts = sc["spec"]["egress"][0]["hosts"]
+        assert hosts == sorted(set(hosts), key=str.encode), sc["metadata"]
+        assert all(sidecar_host_problem(h) is None for h in hosts), hosts
+        labels = sc["spec"]["workloadSelector"]["labels"]
+        assert labels and all(label_problem(k, v) is None for k, v in labels.items())

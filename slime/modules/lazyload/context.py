@@ -82,6 +82,19 @@ def _needs_namespaces(spec: Mapping[str, Any]) -> bool:
     return False
 
 
+def _services(spec: Mapping[str, Any], cluster: ClusterView) -> list[Obj]:
+    """The Services the domains read: all of them for ``labelSelector`` or a namespace label selector,
+    else those of the ``ns/*`` namespaces (their VirtualService destinations), else none."""
+    if spec.get("labelSelector") or _needs_namespaces(spec):
+        return _sorted(cluster.list(SERVICE))
+    hosts = spec.get("host") if isinstance(spec.get("host"), Mapping) else {}
+    assert isinstance(hosts, Mapping)
+    entries = spec.get("namespaceSelector") if isinstance(spec.get("namespaceSelector"), list) else []
+    assert isinstance(entries, list)
+    names = {str(k)[:-2] for k in hosts if str(k).endswith("/*")} | {str(e) for e in entries}
+    return _sorted([s for ns in sorted(names) for s in cluster.list(SERVICE, ns)])
+
+
 def fence_context(cr: Obj, cluster: ClusterView, settings: Settings) -> FenceContext:
     meta = cr.get("metadata") or {}
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "default")
@@ -100,7 +113,7 @@ def fence_context(cr: Obj, cluster: ClusterView, settings: Settings) -> FenceCon
         istio_rev=glob.istioRev,
         strict_rev=glob.strictRev,
         service=cluster.get(SERVICE, ns, name),
-        services=_sorted(cluster.list(SERVICE)),
+        services=_services(spec, cluster),
         namespaces=_sorted(cluster.list(NAMESPACE)) if _needs_namespaces(spec) else (),
         virtual_services=_sorted(cluster.list(VIRTUAL_SERVICE)),
         now=float(now) if isinstance(now, int | float) else time.time(),
