@@ -73,3 +73,25 @@ def test_every_rendered_sidecar_is_one_istiod_accepts() -> None:
         assert all(sidecar_host_problem(h) is None for h in hosts), hosts
         labels = sc["spec"]["workloadSelector"]["labels"]
         assert labels and all(label_problem(k, v) is None for k, v in labels.items())
+
+
+def test_upstream_module_configs_validate() -> None:
+    """The `general` of every upstream lazyload SlimeBoot sample is a valid Fence (from ../shared)."""
+    import os
+
+    from tests.compat import COMPAT
+
+    root = COMPAT / "lazyload" / "install" / "samples" / "lazyload"
+    if not root.is_dir():
+        msg = f"upstream compat data not found at {root}: set SLIME_COMPAT_DIR to a copy of ../shared/compat/slime"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    seen = 0
+    for path in sorted(root.glob("slimeboot_*.yaml")):
+        for doc in docs(path):
+            for module in doc["spec"].get("module", []):
+                fence = Fence.model_validate(module.get("general") or {})
+                assert fence.wormholePort, path.name
+                seen += 1
+    assert seen >= 4

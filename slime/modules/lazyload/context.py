@@ -87,10 +87,9 @@ def _services(spec: Mapping[str, Any], cluster: ClusterView) -> list[Obj]:
     else those of the ``ns/*`` namespaces (their VirtualService destinations), else none."""
     if spec.get("labelSelector") or _needs_namespaces(spec):
         return _sorted(cluster.list(SERVICE))
-    hosts = spec.get("host") if isinstance(spec.get("host"), Mapping) else {}
-    assert isinstance(hosts, Mapping)
-    entries = spec.get("namespaceSelector") if isinstance(spec.get("namespaceSelector"), list) else []
-    assert isinstance(entries, list)
+    raw_hosts, raw_entries = spec.get("host"), spec.get("namespaceSelector")
+    hosts: Mapping[str, Any] = raw_hosts if isinstance(raw_hosts, Mapping) else {}
+    entries: list[Any] = raw_entries if isinstance(raw_entries, list) else []
     names = {str(k)[:-2] for k in hosts if str(k).endswith("/*")} | {str(e) for e in entries}
     return _sorted([s for ns in sorted(names) for s in cluster.list(SERVICE, ns)])
 
@@ -98,8 +97,8 @@ def _services(spec: Mapping[str, Any], cluster: ClusterView) -> list[Obj]:
 def fence_context(cr: Obj, cluster: ClusterView, settings: Settings) -> FenceContext:
     meta = cr.get("metadata") or {}
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "default")
-    spec = cr.get("spec") if isinstance(cr.get("spec"), Mapping) else {}
-    assert isinstance(spec, Mapping)
+    raw_spec = cr.get("spec")
+    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
     config = settings.general if isinstance(settings.general, Fence) else Fence.model_validate(settings.general or {})
     glob = settings.globals
     record = cluster.get(LEARNED, ns, name) or {}
