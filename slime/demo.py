@@ -24,11 +24,13 @@ from typing import IO, Any
 
 import yaml
 
-from slime.crds import KINDS, crd_files
+from slime import registry
+from slime.crds import crd_files
 from slime.devcluster import DEFAULT_NAMESPACES, DevCluster, DevClusterError, istio_crds
 from slime.devtools import die_with_parent, stop_process
 from slime.devtools.prometheus import Exporter, free_port, prometheus_available, run_prometheus
-from slime.framework.kube import ENVOY_FILTER, POD, Kind, Kube
+from slime.framework.kinds import ENVOY_FILTER, POD
+from slime.framework.kube import Kube
 from slime.framework.runtime import api_client
 
 NAMESPACE = "demo"
@@ -36,16 +38,15 @@ APP = "reviews"
 MANIFESTS = Path(__file__).with_name("demo_manifests")
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # only in a source checkout
 KUBECONFIG_OUT = Path("slime-demo.kubeconfig")
-MODULES = "limiter,plugin,lazyload,boot"
+MODULES = ",".join(registry.names())
 # The demo SmartLimiter is in force while cpu.sum > 100 (demo_manifests/smartlimiter.yaml).
 CPU_THRESHOLD, CPU_LOW, CPU_HIGH = 100.0, 40.0, 160.0
 CPU_QUERY = 'sum(container_cpu_usage_seconds_total{namespace="$namespace",pod=~"$pod_name"})'
 FLIP_EVERY = 20.0  # seconds between CPU moves
 REFRESH_EVERY = 3.0  # seconds between screens
 SETTLE_TIMEOUT = 120.0
-SLIME_KINDS = [Kind(info.api_version, info.kind, info.plural) for info in KINDS]
-MODULE_OF = {"SmartLimiter": "limiter", "ServiceFence": "lazyload", "PluginManager": "plugin",
-             "EnvoyPlugin": "plugin", "SlimeBoot": "boot"}
+SLIME_KINDS = [info.kind_ref for info in registry.crd_infos()]
+MODULE_OF = {info.kind: m.name for m in registry.modules() for info in m.kinds}
 
 
 class DemoError(RuntimeError):

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from slime.framework.api import SlimeModel
 from slime.framework.metrics import MetricConfig
-from slime.framework.validation import field_path
+from slime.framework.validation import describe
 
 OPAQUE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
@@ -278,8 +278,4 @@ def _label(cfg: ModuleConfig) -> str:
 
 def _error(module: ModuleConfig | str, error: ValidationError, root: str = "") -> ConfigError:
     label = _label(module) if isinstance(module, ModuleConfig) else module
-    problems = []
-    for e in error.errors(include_url=False):
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        problems.append(f"{field_path(tuple(e['loc']), root).lstrip('.')}: {msg}")
-    return ConfigError(f"module {label}: " + "; ".join(problems))
+    return ConfigError(f"module {label}: " + "; ".join(describe(error, root)))

@@ -19,7 +19,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from slime.framework.kube import Kind, Kube
+from slime.framework.kinds import Kind
+from slime.framework.kube import Kube
 
 log = logging.getLogger("slime.informer")
 

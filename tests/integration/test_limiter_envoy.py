@@ -218,10 +218,10 @@ def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
 def _golden_outputs() -> list[tuple[str, list[dict[str, Any]]]]:
     out = []
     for path in sorted(GOLDEN.glob("*.out.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if doc.get("envoyfilters"):
-            out.append((path.name, doc["envoyfilters"]))
-    for path in sorted(UPSTREAM_EXPECT.glob("*.ef.expect.yaml")):
+        envoyfilters = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "EnvoyFilter"]
+        if envoyfilters:
+            out.append((path.name, envoyfilters))
+    for path in sorted(UPSTREAM_EXPECT.glob("*.ef.expect.yaml")) if UPSTREAM_EXPECT.is_dir() else []:
         out.append((f"upstream/{path.name}", [yaml.safe_load(path.read_text())]))
     return out
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from slime.framework.revision import rev_in_scope
 from slime.framework.schema import model_schema
 from slime.modules.limiter.api import (
     ActiveDescriptor,
@@ -17,12 +18,11 @@ from slime.modules.limiter.api import (
     SmartLimiterStatus,
 )
 from slime.modules.limiter.descriptors import _quote, activate, descriptor_text
-from slime.modules.limiter.render import (
+from slime.modules.limiter.selectors import (
     envoyfilter_name,
     pod_namespace,
     pod_selector,
     required_metrics,
-    rev_in_scope,
     subsets,
 )
 
