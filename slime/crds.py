@@ -22,12 +22,15 @@ def crd(info: CrdInfo) -> dict[str, Any]:
     schema = {
         "type": "object",
         "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": model_schema(info.spec),
+            "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this "
+                           "representation of an object."},
+            "kind": {"type": "string", "description": "Kind is a string value representing the REST resource "
+                     "this object represents."},
+            "metadata": {"type": "object", "description": "Standard object's metadata."},
+            "spec": {**model_schema(info.spec), "description": f"The desired state of the {info.kind}."},
             # The controller writes status; CEL rules there would only cost budget.
-            "status": without_rules(model_schema(info.status)),
+            "status": {**without_rules(model_schema(info.status)),
+                       "description": f"What the operator last did with the {info.kind} (written by slime)."},
         },
     }
     names: dict[str, Any] = {

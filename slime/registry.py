@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from slime.framework import kinds
 from slime.framework.config import ConfigError, ModuleConfig, default_module_config
 from slime.framework.crdinfo import CrdInfo
-from slime.framework.module import Module, Settings
+from slime.framework.module import Module, ModuleInfo, Settings
 from slime.framework.validation import describe
 
 PACKAGES = (
@@ -116,5 +116,14 @@ def settings_for(configs: list[ModuleConfig], wanted: list[str] | None = None,
             continue
         general = validated.get(name) or module.config.model_validate({})
         out.append((module, Settings(name=cfg.name or name, general=general, globals=cfg.globals,
-                                     metric=cfg.metric), cfg))
+                                     metric=cfg.metric, catalog=catalog()), cfg))
     return out
+
+
+def catalog() -> dict[str, ModuleInfo]:
+    """Every module's name, RBAC rules and kinds (what boot needs to deploy a module)."""
+    from slime.framework.rbac import rules_for
+
+    return {m.name: ModuleInfo(name=m.name, rules=tuple(rules_for([m])),
+                               kinds=tuple((i.kind, i.group) for i in m.kinds), config=m.config)
+            for m in modules()}

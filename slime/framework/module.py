@@ -70,6 +70,17 @@ class ObjectsView:
 
 
 @dataclass(frozen=True)
+class ModuleInfo:
+    """What one module of the registry needs to run, for modules that deploy others (boot): its
+    RBAC rules (``slime.framework.rbac``) and its kinds (``Kind`` in ``group``)."""
+
+    name: str
+    rules: tuple[Mapping[str, Any], ...]
+    kinds: tuple[tuple[str, str], ...]  # (kind, group)
+    config: type[BaseModel] | None = None  # its general config model, to validate a config it is given
+
+
+@dataclass(frozen=True)
 class Settings:
     """A module instance's configuration, validated: what ``context`` gets besides the cluster."""
 
@@ -77,6 +88,7 @@ class Settings:
     general: Any  # an instance of the module's ``config`` model
     globals: GlobalConfig  # with upstream's defaults filled in
     metric: MetricConfig | None = None
+    catalog: Mapping[str, ModuleInfo] = field(default_factory=dict)  # every module of the registry, by name
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ def _add(grants: dict[tuple[str, str], set[str]], kind: Kind, verbs: Iterable[st
 def rules_for(modules: Iterable[Module]) -> list[dict[str, Any]]:
     """ClusterRole rules, one per (API group, verbs), resources sorted."""
     grants: dict[tuple[str, str], set[str]] = {}
-    for kind, verbs in ((CRD, READ), (NAMESPACE, READ), (CLUSTER_PEERING, (*READ, "create", "patch")),
-                        (NAMESPACED_PEERING, (*READ, "create", "patch")), (EVENT, ("create",))):
+    basics: tuple[tuple[Kind, tuple[str, ...]], ...] = (
+        (CRD, READ), (NAMESPACE, READ), (CLUSTER_PEERING, (*READ, "create", "patch")),
+        (NAMESPACED_PEERING, (*READ, "create", "patch")), (EVENT, ("create",)))
+    for kind, verbs in basics:
         _add(grants, kind, verbs)
     for module in modules:
         for kind in module.reads:
@@ -43,8 +45,8 @@ def rules_for(modules: Iterable[Module]) -> list[dict[str, Any]]:
             _add(grants, info.kind_ref, OWN)
             _add(grants, info.kind_ref, ("patch",), "/status")
     by_verbs: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-    for (group, resource), verbs in sorted(grants.items()):
-        ordered = tuple(v for v in _ORDER if v in verbs)
+    for (group, resource), granted in sorted(grants.items()):
+        ordered = tuple(v for v in _ORDER if v in granted)
         by_verbs.setdefault((group, ordered), []).append(resource)
     return [{"apiGroups": [group], "resources": sorted(resources), "verbs": list(verbs)}
             for (group, verbs), resources in sorted(by_verbs.items())]

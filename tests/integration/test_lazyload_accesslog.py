@@ -21,11 +21,11 @@ import pytest
 from slime.framework.config import load_module_configs
 from slime.framework.module import ObjectsView, Settings
 from slime.modules.lazyload import MODULE
-from slime.modules.lazyload.accesslog import AccessLogServer, listen_address
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.context import learned_record
 from slime.modules.lazyload.globalsidecar import ALS_CLUSTER, render_fallback
 from slime.modules.lazyload.learning import AccessLogEntry, LearningBuffer, convert_batch, ip_index, known_services
+from slime.modules.lazyload.server import AccessLogServer, listen_address
 from tests.integration.test_lazyload_helpers import EchoServer, free_port, http_get, run_envoy
 
 pytestmark = pytest.mark.envoy

@@ -27,7 +27,7 @@ from slime.modules.lazyload import MODULE
 from slime.modules.lazyload.autofence import plan
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.globalsidecar import render_fallback
-from slime.modules.lazyload.writer import FENCE, KubeClient, apply_plan, sync_fallback
+from slime.modules.lazyload.writer import FENCE, apply_plan, sync_fallback
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "lazyload"
 
@@ -102,8 +102,8 @@ def test_fence_in_upstream_encodings_and_our_status(kubeconfig: Path, namespace:
                                    "gone.x": {"hosts": ["gone.x"], "status": 0},
                                    "www.example.com": {"hosts": ["www.example.com"], "status": "EXPIRE"}},
                        "metricStatus": {'{destination_service="x.y"}': "1"}}
-    kube.merge_patch(KubeClient._kind(FENCE), namespace, "ratings", {"status": upstream_status}, subresource="status")
-    current = kube.get(KubeClient._kind(FENCE), namespace, "ratings")
+    kube.merge_patch(FENCE, namespace, "ratings", {"status": upstream_status}, subresource="status")
+    current = kube.get(FENCE, namespace, "ratings")
     assert current is not None and current["status"]["domains"]["x.y"]["status"] == 2
     settings = Settings(name="lazyload", general=Fence(), globals=load_module_configs({"name": "lazyload"})[0].globals)
     rendered = MODULE.render(current, MODULE.context(current, ObjectsView([current]), settings))
@@ -118,7 +118,7 @@ def test_fence_in_upstream_encodings_and_our_status(kubeconfig: Path, namespace:
     api = k8s.CustomObjectsApi(k8s_api)
     api.replace_namespaced_custom_object_status("microservice.slime.io", "v1alpha1", namespace, "servicefences",
                                                 "ratings", {**current, "status": status})
-    after = kube.get(KubeClient._kind(FENCE), namespace, "ratings")
+    after = kube.get(FENCE, namespace, "ratings")
     assert after is not None
     domains = after["status"]["domains"]
     assert domains["x.y"] == {"hosts": ["x.y"]}  # learned: ACTIVE again, the stale number is gone
@@ -139,7 +139,7 @@ def _svc(name: str, namespace: str, labels: dict[str, str] | None = None) -> dic
 
 def test_auto_fence_through_the_api(namespace: str, k8s_api: Any) -> None:
     kube = Kube(k8s_api)
-    client = KubeClient(kube)
+    client = kube
     for svc in (_svc("a", namespace), _svc("b", namespace, {"slime.io/serviceFenced": "false"}), _svc("m", namespace)):
         kube.create(svc)
     manual = {"apiVersion": "microservice.slime.io/v1alpha1", "kind": "ServiceFence",
@@ -152,7 +152,7 @@ def test_auto_fence_through_the_api(namespace: str, k8s_api: Any) -> None:
         return {f["metadata"]["name"]: f for f in client.list(FENCE, namespace)}
 
     def services() -> list[dict[str, Any]]:
-        return kube.list(KubeClient._kind(SERVICE), namespace)
+        return kube.list(SERVICE, namespace)
 
     outcome = apply_plan(client, plan(services(), [], list(fences().values()), config, glob))
     assert outcome.errors == [] and outcome.written == [f"ServiceFence {namespace}/a"]
@@ -162,8 +162,8 @@ def test_auto_fence_through_the_api(namespace: str, k8s_api: Any) -> None:
     assert now["a"]["spec"] == {"enable": True, "workloadSelector": {"fromService": True}}
     assert apply_plan(client, plan(services(), [], list(now.values()), config, glob)).written == []  # idempotent
 
-    kube.delete(KubeClient._kind(SERVICE), namespace, "a")
-    kube.delete(KubeClient._kind(SERVICE), namespace, "m")
+    kube.delete(SERVICE, namespace, "a")
+    kube.delete(SERVICE, namespace, "m")
     outcome = apply_plan(client, plan(services(), [], list(fences().values()), config, glob))
     assert outcome.deleted == [f"ServiceFence {namespace}/a"]
     assert sorted(fences()) == ["m"]  # the hand-made fence stays though its Service is gone
@@ -171,7 +171,7 @@ def test_auto_fence_through_the_api(namespace: str, k8s_api: Any) -> None:
 
 def test_fallback_sync_owns_only_its_objects(namespace: str, k8s_api: Any) -> None:
     kube = Kube(k8s_api)
-    client = KubeClient(kube)
+    client = kube
     foreign = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lazyload-accesslog-source",
                                                                       "namespace": namespace}, "data": {"x": "mine"}}
     kube.create(foreign)
@@ -188,7 +188,7 @@ def test_fallback_sync_owns_only_its_objects(namespace: str, k8s_api: Any) -> No
     assert outcome.conflicts == [f"ConfigMap {namespace}/lazyload-accesslog-source exists and is not this module's "
                                  "(label lazyload.slime.io/fallback)"]
     assert len(outcome.written) == len(desired) - 1
-    cm = kube.get(KubeClient._kind(CONFIG_MAP), namespace, "lazyload-accesslog-source")
+    cm = kube.get(CONFIG_MAP, namespace, "lazyload-accesslog-source")
     assert cm is not None and cm["data"] == {"x": "mine"}
 
     outcome = sync_fallback(client, render_fallback(settings("prometheus")), "lazyload", [namespace])

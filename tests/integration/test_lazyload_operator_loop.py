@@ -22,7 +22,7 @@ from slime.framework.module import Settings
 from slime.modules.lazyload import MODULE
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.controller import LazyloadHooks
-from slime.modules.lazyload.writer import FENCE, KubeClient
+from slime.modules.lazyload.writer import FENCE
 
 POD_IP = "10.244.0.11"  # productpage's pod: in its Endpoints and in the entries, never contacted
 
@@ -55,13 +55,13 @@ class ApiView:
 
     def list(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
         try:
-            items: list[dict[str, Any]] = self.kube.list(KubeClient._kind(kind), namespace)
+            items: list[dict[str, Any]] = self.kube.list(kind, namespace)
         except Exception:  # noqa: BLE001 - a kind the apiserver does not serve is empty
             return []
         return items
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self.kube.get(KubeClient._kind(kind), namespace, name)
+        result: dict[str, Any] | None = self.kube.get(kind, namespace, name)
         return result
 
 

@@ -22,7 +22,7 @@ from slime.framework.kinds import (
 from slime.framework.module import Module
 from slime.modules.lazyload.api import KINDS
 from slime.modules.lazyload.config import Fence
-from slime.modules.lazyload.context import fence_context
+from slime.modules.lazyload.context import fence_context, fence_queries
 from slime.modules.lazyload.render import render
 
 MODULE = Module(
@@ -31,6 +31,7 @@ MODULE = Module(
     config=Fence,
     context=fence_context,
     render=render,
+    queries=fence_queries,
     # Services: fromService, labelSelector, ns/*, auto-fence; Endpoints/EndpointSlices: caller IP -> Service
     # (access log); Namespaces: namespaceSelector, auto-fence; VirtualServices: dependency expansion.
     reads=(SERVICE, NAMESPACE, VIRTUAL_SERVICE, ENDPOINTS, ENDPOINT_SLICE),

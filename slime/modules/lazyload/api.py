@@ -116,7 +116,7 @@ class ServiceFenceSpec(SlimeModel):
 
 class Destinations(SlimeModel):
     RecentlyCalled: Timestamp | None = Field(default=None, description="Deprecated")
-    hosts: list[str] = Field(default_factory=list, description="The domain and the hosts it routes to")
+    hosts: list[str] = Field(default_factory=list, description="The full host names the domain stands for")
     status: DomainStatus | Literal[0, 1, 2] = Field(default="ACTIVE", description="ACTIVE, EXPIRE or EXPIREWAIT")
     expireAt: int | None = Field(
         default=None, description="EXPIREWAIT: Unix seconds when the grace period ends and the domain goes"

@@ -6,7 +6,8 @@
 * the fence's learning record (``LearnedDependencies``, a module-private kind the operator's view
   adds; ``slime render`` may take one from its input): the time to render at and what was learned
   since the last status write;
-* the Prometheus results of the fence (prometheus mode), from the same record.
+* the Prometheus results of the fence (prometheus mode): ``Metrics`` from the contract (the operator's
+  queries of ``fence_queries``, or ``slime render --metrics``), replacing ``metricStatus``.
 
 The time comes from that record; without one (``slime render``) the wall clock is read: deadlines,
 the TTL and the EXPIREWAIT grace all depend on it.
@@ -21,9 +22,11 @@ from typing import Any
 
 from slime.framework import kinds
 from slime.framework.kinds import NAMESPACE, SERVICE, VIRTUAL_SERVICE, Kind
-from slime.framework.module import ClusterView, Settings
+from slime.framework.metrics import Query
+from slime.framework.module import NO_METRICS, ClusterView, Metrics, Settings
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.domains import destination_map, parse_namespace_selector
+from slime.modules.lazyload.learning import prometheus_queries
 
 Obj = Mapping[str, Any]
 
@@ -94,16 +97,31 @@ def _services(spec: Mapping[str, Any], cluster: ClusterView) -> list[Obj]:
     return _sorted([s for ns in sorted(names) for s in cluster.list(SERVICE, ns)])
 
 
-def fence_context(cr: Obj, cluster: ClusterView, settings: Settings) -> FenceContext:
+def _config(settings: Settings) -> Fence:
+    return settings.general if isinstance(settings.general, Fence) else Fence.model_validate(settings.general or {})
+
+
+def fence_queries(cr: Obj, cluster: ClusterView, settings: Settings) -> dict[str, Query]:
+    """Prometheus mode: the handlers' queries of an enabled fence (``$namespace``, ``$source_app``: its name)."""
+    prom = settings.metric.prometheus if settings.metric is not None else None
+    if _config(settings).source != "prometheus" or prom is None or not (cr.get("spec") or {}).get("enable"):
+        return {}
+    meta = cr.get("metadata") or {}
+    return prometheus_queries(str(meta.get("namespace") or "default"), str(meta.get("name") or ""), prom.handlers)
+
+
+def fence_context(cr: Obj, cluster: ClusterView, settings: Settings, metrics: Metrics = NO_METRICS) -> FenceContext:
     meta = cr.get("metadata") or {}
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "default")
     raw_spec = cr.get("spec")
     spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
-    config = settings.general if isinstance(settings.general, Fence) else Fence.model_validate(settings.general or {})
+    config = _config(settings)
     glob = settings.globals
     record = cluster.get(LEARNED, ns, name) or {}
     now = record.get("now")
     prom = record.get("prometheus")
+    if metrics.source and metrics.error is None:  # queried now (operator) or given (slime render --metrics)
+        prom = dict(metrics.values)
     return FenceContext(
         config=config,
         istio_namespace=glob.istioNamespace or "istio-system",

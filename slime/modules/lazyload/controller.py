@@ -1,19 +1,21 @@
-"""The lazyload module in the operator: what the generic reconciler cannot do by itself.
+"""The lazyload module in the operator: its part of the generic reconciler (``Hooks``).
 
-``register`` is today's wiring (validation and the verdict reported); ``LazyloadHooks`` is the module's
-part of the generic reconciler (issue 7) once it lands. The reconciler renders each ServiceFence
-(``MODULE.context`` + ``MODULE.render``) through ``view``; the hooks add:
+The reconciler renders each ServiceFence (``MODULE.context`` + ``MODULE.render``) through ``view``,
+which adds the fence's learning record. Besides, the hooks run:
 
-* learning (accesslog mode): the gRPC access log server, ``sink`` -> ``LearningBuffer`` on the event loop,
-  a flusher that wakes each fence with news at most once per ``learnInterval``;
-* learning (prometheus mode): every ``learnInterval`` the handlers' queries per enabled fence, off the loop;
-* timers: a wake at the next moment a fence's domains change by themselves (EXPIREWAIT ends, a deadline,
-  a learned dependency's TTL);
-* auto-fence: the plan (pure) after Service/Namespace changes and every minute, written off the loop;
+* learning (accesslog mode): the gRPC access log server (``server.py``); ``sink`` feeds a
+  ``LearningBuffer`` on the event loop; a flusher wakes each fence with news at most once per
+  ``learnInterval`` (``runtime.wake``);
+* learning (prometheus mode): the reconciler runs ``fence_queries`` itself; ``next_run`` asks for a
+  query every ``max(learnInterval, 10s)``;
+* timers: ``next_run`` is the next moment a fence's domains change by themselves (EXPIREWAIT ends,
+  a deadline passes, a learned dependency outlives its TTL);
+* auto-fence: the plan (pure) after Service/Namespace/Pod changes and every minute, written off the loop;
 * the fallback route: rendered from the config (+ autoPort's ports) and synced off the loop.
 
-What the hooks need of the runtime beyond today's ``ModuleRuntime`` (``config``, ``kube``, ``peering``):
-``cluster`` (a ClusterView over the module's ``reads`` and the ServiceFences) and ``wake(namespace, name)``.
+Needed of the runtime beyond ``ModuleRuntime``: ``wake(namespace, name)``, a debounced re-evaluation of
+one CR (the scheduler's ``poke``). Without it, enabled fences are re-evaluated every ``learnInterval``
+(at least 5 s) to pick up what was learned.
 """
 
 from __future__ import annotations
@@ -22,17 +24,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import kopf
-
-from slime.framework.acceptance import register_acceptance
 from slime.framework.kinds import ENDPOINT_SLICE, ENDPOINTS, NAMESPACE, POD, SERVICE, VIRTUAL_SERVICE, Kind
-from slime.framework.module import ClusterView, Hooks, Rendered, Settings
-from slime.framework.runtime import ModuleRuntime
-from slime.modules.lazyload.accesslog import AccessLogServer, listen_address
-from slime.modules.lazyload.api import KINDS, ServiceFenceSpec, ServiceFenceStatus
+from slime.framework.module import ClusterView, Hooks, Metrics, Rendered, Settings
+from slime.modules.lazyload.api import ServiceFenceSpec, ServiceFenceStatus
 from slime.modules.lazyload.autofence import plan, workload_ip_index
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.context import LearningView, learned_record
@@ -45,20 +42,15 @@ from slime.modules.lazyload.learning import (
     convert_batch,
     ip_index,
     known_services,
-    merge_group_results,
-    prometheus_queries,
     ttl_deadlines,
 )
-from slime.modules.lazyload.writer import FENCE, KubeClient, apply_plan, sync_fallback
+from slime.modules.lazyload.server import AccessLogServer, listen_address
+from slime.modules.lazyload.writer import FENCE, apply_plan, sync_fallback
 
 log = logging.getLogger("slime.lazyload")
 RESYNC = 60.0  # auto-fence and fallback route: at least this often
 IP_INDEX_TTL = 2.0
-
-
-def register(registry: kopf.OperatorRegistry, runtime: ModuleRuntime) -> None:
-    for info in KINDS:
-        register_acceptance(registry, info)
+POLL_WITHOUT_WAKE = 5.0
 
 
 def module_settings(runtime: Any) -> Settings:
@@ -76,10 +68,8 @@ class LazyloadHooks(Hooks):
         self.config: Fence = self.settings.general
         self.buffer = LearningBuffer(self.config.learn_interval, self.config.ttl if self.config.source == "accesslog"
                                      else 0.0)
-        self.prometheus: dict[FenceKey, dict[str, str]] = {}
         self.server: AccessLogServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._timers: dict[FenceKey, asyncio.TimerHandle] = {}
         self._news = asyncio.Event()
         self._autofence = asyncio.Event()
         self._ips: tuple[float, dict[str, list[FenceKey]], set[FenceKey]] = (float("-inf"), {}, set())
@@ -90,7 +80,8 @@ class LazyloadHooks(Hooks):
 
     @property
     def cluster(self) -> ClusterView:
-        view: ClusterView = self.runtime.cluster
+        shared = getattr(self.runtime, "shared", None)
+        view: ClusterView = shared.cluster if shared is not None else self.runtime.cluster
         return view
 
     def _active(self) -> bool:
@@ -98,10 +89,12 @@ class LazyloadHooks(Hooks):
         return bool(getattr(gate, "active", True))
 
     def _wake(self, fence: FenceKey) -> None:
-        self.runtime.wake(*fence)
+        wake = getattr(self.runtime, "wake", None)
+        if wake is not None:
+            wake(*fence)
 
     def dependents(self, kind: Kind, namespace: str, name: str, obj: Any,
-                   crs: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
+                   crs: Mapping[tuple[str, str], dict[str, Any]]) -> Iterable[tuple[str, str]]:
         if kind in (SERVICE, NAMESPACE) or (kind == POD and self.config.fenceLabelKeyAlias):
             self._autofence.set()
         if kind in (ENDPOINTS, ENDPOINT_SLICE):
@@ -114,49 +107,37 @@ class LazyloadHooks(Hooks):
         meta = cr.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         learned, seen = self.buffer.record(key)
-        record = learned_record(key[0], key[1], time.time(), learned, seen, self.prometheus.get(key))
-        return LearningView(cluster, {key: record})
+        return LearningView(cluster, {key: learned_record(key[0], key[1], time.time(), learned, seen)})
 
-    def applied(self, cr: Any, rendered: Rendered, state: dict[str, Any]) -> None:
-        """Worker thread: the status holding ``rendered.status`` was written."""
+    def next_run(self, cr: Any, rendered: Rendered, metrics: Metrics) -> float | None:
+        """On the loop, after each evaluation (its status written): what was learned is now in the status;
+        the next evaluation is due when a domain changes by itself."""
         meta = cr.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-        loop = state.get("loop") or getattr(self.runtime, "loop", None)
-        if loop is not None:
-            loop.call_soon_threadsafe(self._after_write, key, cr, rendered)
-        else:
-            self._after_write(key, cr, rendered)
-
-    def deleted(self, cr: Any) -> None:
-        meta = cr.get("metadata") or {}
-        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
-        self.buffer.forget(key)
-        self.prometheus.pop(key, None)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        self._autofence.set()  # with autoFence on, a deleted fence of a fenced Service comes back
-
-    # ----------------------------------------------------------------- after a status write (event loop)
-
-    def _after_write(self, key: FenceKey, cr: Any, rendered: Rendered) -> None:
         status = rendered.status or {}
-        self.buffer.written(key, status.get("metricStatus") or {}, status.get("lastSeen") or {})
+        if rendered.objects is not None:
+            self.buffer.written(key, status.get("metricStatus") or {}, status.get("lastSeen") or {})
         try:
             hosts = ServiceFenceSpec.model_validate(cr.get("spec") or {}).host
             domains = {k: Domain(hosts=list(d.hosts), status=d.state, expire_at=d.expireAt) for k, d in
                        ServiceFenceStatus.model_validate({"domains": status.get("domains") or {}}).domains.items()}
         except ValueError:
-            return  # an invalid spec has no timers
+            return None  # an invalid spec waits for its next edit
         now = time.time()
-        times = [t for t in expiry_times(domains, hosts) + ttl_deadlines(status.get("lastSeen") or {}, self.config.ttl)
-                 if t > now]
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        if times:
-            delay = max(0.0, min(times) - time.time())
-            self._timers[key] = asyncio.get_running_loop().call_later(delay, self._wake, key)
+        times = [t - now for t in expiry_times(domains, hosts) + ttl_deadlines(status.get("lastSeen") or {},
+                                                                                self.config.ttl) if t > now]
+        enabled = bool((cr.get("spec") or {}).get("enable"))
+        if enabled and self.config.source == "prometheus":
+            times.append(max(self.config.learn_interval, 10.0))
+        elif enabled and getattr(self.runtime, "wake", None) is None:
+            times.append(max(self.config.learn_interval, POLL_WITHOUT_WAKE))
+        return min(times) if times else 300.0
+
+    def deleted(self, cr: Any) -> None:
+        meta = cr.get("metadata") or {}
+        key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
+        self.buffer.forget(key)
+        self._autofence.set()  # with autoFence on, a deleted fence of a fenced Service comes back
 
     # ----------------------------------------------------------------- learning
 
@@ -196,35 +177,6 @@ class LazyloadHooks(Hooks):
             for fence in self.buffer.due(time.time()):
                 self._wake(fence)
 
-    async def _prometheus(self) -> None:
-        from slime.framework.prometheus import PrometheusSource
-
-        prom = self.settings.metric.prometheus if self.settings.metric else None
-        if prom is None:
-            log.error("lazyload: metricSourceType prometheus needs metric.prometheus (address, handlers)")
-            return
-        source = PrometheusSource(prom.address)
-        while True:
-            await asyncio.sleep(max(self.config.learn_interval, 10.0))
-            if not self._active():
-                continue
-            for cr in self.cluster.list(FENCE):
-                meta = cr.get("metadata") or {}
-                key = (str(meta.get("namespace")), str(meta.get("name")))
-                if not (cr.get("spec") or {}).get("enable"):
-                    continue
-                try:
-                    queries = prometheus_queries(key[0], key[1], prom.handlers)
-                    results = [await asyncio.to_thread(source.query_group, k, q.promql)
-                               for k, q in sorted(queries.items())]
-                    result = merge_group_results(results)
-                except Exception as e:  # noqa: BLE001 - one fence's failure is logged, the others go on
-                    log.warning("Prometheus query for ServiceFence %s/%s failed: %s", *key, e)
-                    continue
-                if result != ((cr.get("status") or {}).get("metricStatus") or {}):
-                    self.prometheus[key] = result
-                    self._wake(key)
-
     # ----------------------------------------------------------------- auto-fence and the fallback route
 
     async def _maintain(self) -> None:
@@ -232,7 +184,7 @@ class LazyloadHooks(Hooks):
         if kube is None:
             log.warning("lazyload: no API client: auto-fence and the fallback route are not maintained")
             return
-        client = KubeClient(kube)
+        client = kube
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._autofence.wait(), RESYNC)
@@ -266,8 +218,6 @@ class LazyloadHooks(Hooks):
             self.server = AccessLogServer(address, self.sink)
             await self.server.start()
             self._tasks.append(asyncio.create_task(self._flush(), name="lazyload learning flush"))
-        else:
-            self._tasks.append(asyncio.create_task(self._prometheus(), name="lazyload prometheus"))
         self._tasks.append(asyncio.create_task(self._maintain(), name="lazyload auto-fence and fallback"))
         self._autofence.set()
 
@@ -278,9 +228,6 @@ class LazyloadHooks(Hooks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -175,11 +175,6 @@ def _previous(cr: Mapping[str, Any]) -> ServiceFenceStatus:
         return ServiceFenceStatus()  # a status we cannot read is recomputed from scratch
 
 
-def _kept_status(cr: Mapping[str, Any]) -> dict[str, Any]:
-    raw = cr.get("status") or {}
-    return {k: raw[k] for k in ("domains", "metricStatus", "lastSeen") if k in raw}
-
-
 def render(cr: Mapping[str, Any], ctx: FenceContext) -> Rendered:
     meta = cr.get("metadata") or {}
     name, ns = str(meta.get("name") or ""), str(meta.get("namespace") or "default")
@@ -187,11 +182,10 @@ def render(cr: Mapping[str, Any], ctx: FenceContext) -> Rendered:
         return out_of_scope()
     spec, errors = parse_spec(ServiceFenceSpec, cr.get("spec"))
     if spec is None or errors:
-        return Rendered(objects=None, status=_kept_status(cr), conditions=_ready(False, "InvalidSpec", _join(errors)))
+        return Rendered(objects=None, conditions=_ready(False, "InvalidSpec", _join(errors)))
     problems = spec_problems(spec)
     if problems:
-        return Rendered(objects=None, status=_kept_status(cr),
-                        conditions=_ready(False, problems[0][0], _join([m for _, m in problems])))
+        return Rendered(objects=None, conditions=_ready(False, problems[0][0], _join([m for _, m in problems])))
 
     previous = _previous(cr)
     metrics, seen = effective_metrics(previous.metricStatus, previous.lastSeen, ctx)

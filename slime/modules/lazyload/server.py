@@ -1,5 +1,7 @@
 """The module's gRPC Access Log Service server (``envoy.service.accesslog.v3.AccessLogService``).
 
+Operator-only (it imports grpc): the controller starts it; pure code never imports it.
+
 The global-sidecar's istio-proxy streams one ``StreamAccessLogsMessage`` per flush; only its
 ``http_logs`` count (as upstream). Each HTTP entry is reduced to the three fields the learning reads
 (``AccessLogEntry``) and handed to ``sink`` on the event loop; the conversion to learned hosts is pure

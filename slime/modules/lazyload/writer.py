@@ -15,25 +15,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from slime.framework.kinds import CONFIG_MAP, DEPLOYMENT, DESTINATION_RULE, ENVOY_FILTER, SERVICE, Kind, lookup
+from slime.framework.kinds import CONFIG_MAP, DEPLOYMENT, DESTINATION_RULE, ENVOY_FILTER, SERVICE, lookup
 from slime.modules.lazyload.api import SERVICE_FENCE
 from slime.modules.lazyload.autofence import Plan, is_ours
 from slime.modules.lazyload.globalsidecar import FALLBACK_LABEL
 from slime.modules.lazyload.names import check_object_name
 
 log = logging.getLogger("slime.lazyload")
-FENCE = Kind(SERVICE_FENCE.api_version, SERVICE_FENCE.kind, SERVICE_FENCE.plural)
+FENCE = SERVICE_FENCE.kind_ref
 FALLBACK_KINDS = (DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER, DESTINATION_RULE)
 
 
 class Client(Protocol):
-    """What is needed of ``slime.framework.kube.Kube`` (by path, through the Kind registry)."""
+    """What is needed of ``slime.framework.kube.Kube``."""
 
     def get(self, kind: Any, namespace: str | None, name: str) -> dict[str, Any] | None: ...
     def list(self, kind: Any, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]: ...
     def create(self, obj: dict[str, Any]) -> dict[str, Any]: ...
     def apply(self, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]: ...
-    def delete(self, kind: Any, namespace: str | None, name: str) -> bool: ...
+    def delete(self, kind: Any, namespace: str | None, name: str, uid: str | None = None) -> bool: ...
 
 
 @dataclass
@@ -116,35 +116,3 @@ def sync_fallback(client: Client, desired: Iterable[dict[str, Any]], instance: s
         log.warning("Fallback route: %s", line)
     return out
 
-
-class KubeClient:
-    """``Client`` over the framework's blocking ``Kube`` (which still takes its own Kind type)."""
-
-    def __init__(self, kube: Any) -> None:
-        self.kube = kube
-
-    @staticmethod
-    def _kind(kind: Kind) -> Any:
-        from slime.framework import kube as framework_kube
-
-        kube_kind = getattr(framework_kube, "Kind", None)
-        return kube_kind(kind.api_version, kind.kind, kind.plural, kind.namespaced) if kube_kind else kind
-
-    def get(self, kind: Any, namespace: str | None, name: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = self.kube.get(self._kind(kind), namespace, name)
-        return result
-
-    def list(self, kind: Any, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.kube.list(self._kind(kind), namespace, label_selector)
-        return result
-
-    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.kube.create(obj)
-        return result
-
-    def apply(self, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = self.kube.apply(obj, subresource=subresource)
-        return result
-
-    def delete(self, kind: Any, namespace: str | None, name: str) -> bool:
-        return bool(self.kube.delete(self._kind(kind), namespace, name))

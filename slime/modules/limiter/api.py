@@ -51,8 +51,8 @@ class Duration(SlimeModel):
             ]
         }
     )
-    seconds: int = Field(0, ge=0, le=2**31 - 1)
-    nanos: int = Field(0, ge=0, le=999_999_999)
+    seconds: int = Field(0, ge=0, le=2**31 - 1, description="Whole seconds")
+    nanos: int = Field(0, ge=0, le=999_999_999, description="Nanoseconds added to seconds")
 
     @model_validator(mode="after")
     def _positive(self) -> Duration:
@@ -62,8 +62,8 @@ class Duration(SlimeModel):
 
 
 class Header(SlimeModel):
-    key: str = Field(min_length=1, max_length=256)
-    value: str = Field("", max_length=4096)
+    key: str = Field(min_length=1, max_length=256, description="Header name")
+    value: str = Field("", max_length=4096, description="Header value")
 
 
 _CEL_GLOBAL_INTERVAL = " || ".join(
@@ -128,11 +128,12 @@ class Matcher(SlimeModel):
         max_length=4096,
         description="Exact value; comma-separated IPs for SourceIpMatch",
     )
-    prefix_match: str = _both("prefix_match", "prefixMatch", "", max_length=1024)
-    suffix_match: str = _both("suffix_match", "suffixMatch", "", max_length=1024)
-    present_match: bool = _both("present_match", "presentMatch", False)
-    invert_match: bool = _both("invert_match", "invertMatch", False)
-    is_exact_match_empty: bool = _both("is_exact_match_empty", "isExactMatchEmpty", False)
+    prefix_match: str = _both("prefix_match", "prefixMatch", "", max_length=1024, description="Value starts with this")
+    suffix_match: str = _both("suffix_match", "suffixMatch", "", max_length=1024, description="Value ends with this")
+    present_match: bool = _both("present_match", "presentMatch", False, description="The header is present")
+    invert_match: bool = _both("invert_match", "invertMatch", False, description="Match when the rule does not")
+    is_exact_match_empty: bool = _both("is_exact_match_empty", "isExactMatchEmpty", False,
+                                       description="Match the empty value exactly")
     present_match_separate: bool = _both(
         "present_match_separate",
         "presentMatchSeparate",
@@ -249,8 +250,8 @@ class SmartLimitDescriptor(SlimeModel):
         max_length=1024,
         description='"true", "false" or an expression that enables the limit when it evaluates to 1',
     )
-    action: Action
-    match: list[Matcher] = Field(default=[], max_length=16)
+    action: Action = Field(description="The limit: quota, fill interval, strategy")
+    match: list[Matcher] = Field(default=[], max_length=16, description="Requests the limit applies to (all match)")
     target: Target | None = Field(None, description="Defaults to spec.target; one of the two is required")
     custom_key: str = _both(
         "custom_key", "customKey", "", max_length=256, description="Unused (upstream: dead)"
@@ -271,7 +272,10 @@ class SmartLimitDescriptor(SlimeModel):
 
 
 class SmartLimitDescriptors(SlimeModel):
-    descriptor: list[SmartLimitDescriptor] = Field(default=[], max_length=64)
+    """The limits of one set (``_base`` or a DestinationRule subset)."""
+
+    descriptor: list[SmartLimitDescriptor] = Field(default=[], max_length=64,
+                                                   description="The set's limits, each with its condition")
 
 
 _CEL_OUTBOUND = (
@@ -333,13 +337,15 @@ class SmartLimiterSpec(SlimeModel):
 class ActiveDescriptor(SlimeModel):
     """A descriptor as applied: quota evaluated, no condition (upstream's "warped" form)."""
 
-    action: Action
-    match: list[Matcher] = []
-    target: Target | None = None
+    action: Action = Field(description="The limit in force, its quota evaluated")
+    match: list[Matcher] = Field(default=[], description="Requests the limit applies to")
+    target: Target | None = Field(None, description="Where the limit applies")
 
 
 class ActiveDescriptors(SlimeModel):
-    descriptor: list[ActiveDescriptor] = []
+    """The limits of one set in force."""
+
+    descriptor: list[ActiveDescriptor] = Field(default=[], description="The limits in force")
 
 
 class SmartLimiterStatus(StatusBase):

@@ -61,7 +61,7 @@ class _RemotePlugin(SlimeModel):
         description="Plugin name inside the module",
     )
     url: str = Field(default="", description="oci://, http(s)://, file:// URL; no scheme means oci://")
-    sha256: str = ""
+    sha256: str = Field(default="", description="SHA-256 of the module, checked by Envoy (empty: not checked)")
     image_pull_secret_name: str | None = Field(
         default=None,
         validation_alias=AliasChoices("image_pull_secret_name", "imagePullSecretName"),
@@ -87,8 +87,8 @@ class Wasm(_RemotePlugin):
 class ImagePullSecret(SlimeModel):
     """Declared by upstream's install CRD under rider; upstream ignores it."""
 
-    imagePullSecretName: str | None = None
-    imagePullSecretContent: str | None = None
+    imagePullSecretName: str | None = Field(default=None, description="Ignored")
+    imagePullSecretContent: str | None = Field(default=None, description="Ignored")
 
 
 class Rider(_RemotePlugin):
@@ -126,7 +126,7 @@ class Plugin(SlimeModel):
         default="", validation_alias=AliasChoices("type_url", "typeUrl"), description="TypedStruct type_url"
     )
     wasm: Wasm | None = None
-    inline: Inline | None = None
+    inline: Inline | None = Field(default=None, description="Filter settings given in the CR")
     rider: Rider | None = None
     port: int = Field(default=0, ge=0, le=65535, description="PluginManager: match this listener port (0: any)")
     rawPatch: dict[str, Any] | None = Field(
@@ -187,7 +187,7 @@ class PluginManagerStatus(StatusBase):
 
 
 class WorkloadSelector(SlimeModel):
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the workloads to configure")
 
 
 class Listener(SlimeModel):
