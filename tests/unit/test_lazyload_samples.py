@@ -18,7 +18,8 @@ from slime.modules.lazyload.names import sidecar_host_problem
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "lazyload"
 CONFIGS = sorted((SAMPLES / "config").glob("*.yaml"))
-FILES = sorted(SAMPLES.glob("*.yaml"))
+FILES = sorted(p for p in SAMPLES.glob("*.yaml") if not p.name.startswith("00-"))
+CONTEXT = [d for p in sorted((SAMPLES / "context").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
 
 
 def settings(path: Path) -> Settings:
@@ -34,7 +35,7 @@ def docs(path: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
 def test_samples_render_ready(path: Path, config: Path) -> None:
     objects = docs(path)
-    view = ObjectsView(objects)
+    view = ObjectsView([*objects, *CONTEXT])
     s = settings(config)
     for cr in (o for o in objects if o["kind"] == "ServiceFence"):
         result = MODULE.render(cr, MODULE.context(cr, view, s))
@@ -53,9 +54,12 @@ def test_configs_render_a_fallback_route(config: Path) -> None:
 
 
 def test_auto_fence_sample_makes_one_fence() -> None:
-    s = settings(SAMPLES / "config" / "cluster-accesslog.yaml")
-    todo = plan(docs(SAMPLES / "auto-fence.yaml"), [], [], s.general, s.globals)
-    assert [(f["metadata"]["namespace"], f["metadata"]["name"]) for f in todo.create] == [("default", "productpage")]
+    s = settings(SAMPLES / "config" / "lazyload.yaml")
+    todo = plan(docs(SAMPLES / "context" / "auto-fence.yaml"), [], [], s.general, s.globals)
+    [fence] = todo.create
+    assert (fence["metadata"]["namespace"], fence["metadata"]["name"]) == ("slime-samples", "productpage")
+    [sample] = docs(SAMPLES / "auto-fence.yaml")
+    assert sample["spec"] == fence["spec"]
 
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "lazyload"

@@ -7,18 +7,7 @@ adds it to the caller's Sidecar.
 
 from __future__ import annotations
 
-from slime.framework.kinds import (
-    CONFIG_MAP,
-    DEPLOYMENT,
-    DESTINATION_RULE,
-    ENDPOINT_SLICE,
-    ENDPOINTS,
-    ENVOY_FILTER,
-    NAMESPACE,
-    SERVICE,
-    SIDECAR,
-    VIRTUAL_SERVICE,
-)
+from slime.framework.kinds import ENDPOINT_SLICE, ENDPOINTS, NAMESPACE, SERVICE, SIDECAR, VIRTUAL_SERVICE
 from slime.framework.module import Module
 from slime.modules.lazyload.api import KINDS
 from slime.modules.lazyload.config import Fence
@@ -35,9 +24,10 @@ MODULE = Module(
     # Services: fromService, labelSelector, ns/*, auto-fence; Endpoints/EndpointSlices: caller IP -> Service
     # (access log); Namespaces: namespaceSelector, auto-fence; VirtualServices: dependency expansion.
     reads=(SERVICE, NAMESPACE, VIRTUAL_SERVICE, ENDPOINTS, ENDPOINT_SLICE),
-    # Sidecars per fence; the fallback route (global-sidecar Deployment, Service, ConfigMaps, EnvoyFilters)
-    # is the module's own, from its config.
-    writes=(SIDECAR, DEPLOYMENT, SERVICE, CONFIG_MAP, ENVOY_FILTER, DESTINATION_RULE),
+    # One Sidecar per fence. The fallback route (global-sidecar Deployment, Service, ConfigMaps, EnvoyFilters,
+    # DestinationRule: FALLBACK_WRITES) and auto-fence's ServiceFences are module-level writes of the hooks,
+    # which the contract does not declare yet (so no RBAC for them: see controller.py).
+    writes=(SIDECAR,),
     hooks="slime.modules.lazyload.controller:LazyloadHooks",
     description="ServiceFence -> Sidecar: each workload sees only the services it calls",
 )
