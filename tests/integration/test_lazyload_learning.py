@@ -19,7 +19,7 @@ import pytest
 
 from slime.framework.config import load_module_configs
 from slime.framework.kinds import Kind
-from slime.framework.module import Settings
+from slime.framework.module import NO_METRICS, Settings
 from slime.modules.lazyload import MODULE
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.controller import LazyloadHooks
@@ -62,7 +62,7 @@ class Runtime:
         for obj in rendered.objects or []:
             hosts = obj["spec"]["egress"][0]["hosts"]
             self.sidecars.setdefault((namespace, name), []).append((time.monotonic(), hosts))
-        hooks.applied(cr, rendered, {})
+        hooks.next_run(cr, rendered, NO_METRICS)
 
 
 def objects() -> list[dict[str, Any]]:

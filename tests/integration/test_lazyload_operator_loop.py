@@ -2,7 +2,7 @@
 
 Until the generic reconciler (issue 7) lands, a small stand-in does its part the way ``LazyloadHooks``
 expects: on ``wake`` (and for each new fence) it reads the fence, renders it through ``hooks.view``,
-applies the Sidecar, replaces the status through ``/status`` and calls ``hooks.applied``. Everything else
+applies the Sidecar, replaces the status through ``/status`` and evaluates again when ``hooks.next_run`` says. Everything else
 is the module's: auto-fence creates the fence of ``productpage`` through the API; a call from
 productpage's pod (its Endpoints hold the pod's address) to ``details:9080``, as the global-sidecar's
 proxy reports it over gRPC, is learned, and the Sidecar gains details; with a
@@ -18,7 +18,7 @@ from typing import Any
 from slime.framework.config import load_module_configs
 from slime.framework.kinds import SIDECAR, Kind
 from slime.framework.kube import Kube
-from slime.framework.module import Settings
+from slime.framework.module import NO_METRICS, Settings
 from slime.modules.lazyload import MODULE
 from slime.modules.lazyload.config import Fence
 from slime.modules.lazyload.controller import LazyloadHooks
@@ -77,6 +77,7 @@ class StandIn:
         self.hooks: LazyloadHooks | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.writes = 0
+        self.timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def wake(self, namespace: str, name: str) -> None:
         assert self.loop is not None
@@ -97,7 +98,18 @@ class StandIn:
             self.custom.replace_namespaced_custom_object_status(
                 "microservice.slime.io", "v1alpha1", namespace, "servicefences", name, {**cr, "status": status})
             self.writes += 1
-        self.hooks.applied(cr, rendered, {"loop": self.loop})
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._after, namespace, name, cr, rendered)
+
+    def _after(self, namespace: str, name: str, cr: dict[str, Any], rendered: Any) -> None:
+        """On the loop, as the scheduler: the hooks say when to evaluate again."""
+        assert self.hooks is not None and self.loop is not None
+        delay = self.hooks.next_run(cr, rendered, NO_METRICS)
+        timer = self.timers.pop((namespace, name), None)
+        if timer is not None:
+            timer.cancel()
+        if delay is not None and delay < 60:
+            self.timers[(namespace, name)] = self.loop.call_later(delay, self.wake, namespace, name)
 
     def sidecar_hosts(self) -> list[str]:
         sc = self.cluster.get(SIDECAR, self.namespace, "productpage")

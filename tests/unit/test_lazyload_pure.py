@@ -48,7 +48,7 @@ def test_files_stay_small() -> None:
 
 @pytest.mark.parametrize(("host", "problem"), [
     ("*/reviews.default.svc.cluster.local", None),
-    ("*/reviews", None),
+    ("*/reviews", "short names (non FQDN) are not allowed"),
     ("istio-system/*", None),
     ("*/*", None),
     ("./foo.com", None),

@@ -119,7 +119,9 @@ class Fence(SlimeModel):
     autoPort: bool = Field(default=False, description="Add the HTTP ports of Services to the wormhole ports")
     clusterGsNamespace: str = Field(default="", description="Cluster mode: the global-sidecar's namespace")
     fenceLabelKeyAlias: str = Field(default="", description='"<labelKey>[:<alias>]": fences per pod label')
-    enableShortDomain: bool = Field(default=False, description="Also learn the short authority as called")
+    enableShortDomain: bool = Field(
+        default=False, description="Also learn the short authority as called (Istio refuses short Sidecar hosts: "
+        "kept for compatibility, it adds nothing)")
     disableIpv4Passthrough: bool = Field(default=False, description="Deprecated, unused (upstream too)")
     passthroughByDefault: bool = Field(default=False, description="Unknown hosts go to PassthroughCluster")
     supportH2: bool = Field(default=False, description="Count grpc/http2 ports; keep the client's protocol")

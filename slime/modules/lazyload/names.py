@@ -3,8 +3,9 @@
 * Kubernetes object names and namespaces (DNS-1123 subdomain / label).
 * Label keys and values (a Sidecar's ``workloadSelector.labels``).
 * Sidecar egress hosts, as istiod validates them (``namespace/dnsName``: the namespace ``*``, ``.``,
-  ``~`` or a DNS-1123 label; the name ``*`` or a domain whose first label may be a wildcard, each
-  label a DNS-1123 label of letters, digits and ``-``, the last one not all digits).
+  ``~`` or a DNS-1123 label; the name ``*`` or a domain of at least two labels (istiod refuses short
+  names) whose first label may be a wildcard, each label a DNS-1123 label of letters, digits and ``-``,
+  the last one not all digits).
 * Go-style durations (``500ms``, ``1m30s``, ``24h``).
 """
 
@@ -60,7 +61,7 @@ def domain_problem(name: str) -> str | None:
     if len(first) > 63 or not _ISTIO_WILDCARD_LABEL.fullmatch(first):
         return f"domain name {name!r} invalid (label {first!r} invalid)"
     if not dot:
-        return None
+        return f"{name!r}: short names (non FQDN) are not allowed"
     labels = rest.split(".")
     if labels[-1].isdigit():
         return f"domain name {name!r} invalid (top level domain {labels[-1]!r} cannot be all-numeric)"
