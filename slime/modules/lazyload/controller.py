@@ -75,6 +75,11 @@ class LazyloadHooks(Hooks):
         self._ips: tuple[float, dict[str, list[FenceKey]], set[FenceKey]] = (float("-inf"), {}, set())
         self.dropped = 0  # access-log entries received while this replica was not active
         self._ports: set[int] = set()  # autoPort: HTTP ports found on Services
+        self._is_active = True  # only the active replica learns and writes (peering flips it)
+        self._fallback_written = False  # written by this process (a config without a fallback route makes no call)
+        gate = getattr(runtime, "peering", None)
+        if gate is not None and hasattr(gate, "on_change"):
+            gate.on_change(self._peering_changed)
 
     # ----------------------------------------------------------------- what the reconciler calls
 
@@ -85,8 +90,10 @@ class LazyloadHooks(Hooks):
         return view
 
     def _active(self) -> bool:
-        gate = getattr(self.runtime, "peering", None)
-        return bool(getattr(gate, "active", True))
+        return self._is_active
+
+    def _peering_changed(self, active: bool) -> None:
+        self._is_active = active
 
     def _wake(self, fence: FenceKey) -> None:
         wake = getattr(self.runtime, "wake", None)
@@ -206,17 +213,25 @@ class LazyloadHooks(Hooks):
             except ValueError as e:
                 log.error("lazyload: fallback route not rendered: %s", e)
                 continue
+            if not desired and not self._fallback_written:
+                continue  # nothing to write and nothing of ours to remove: no API call
             namespaces_used = gs_namespaces(self.config, self.settings.globals.slimeNamespace) + [
                 self.settings.globals.istioNamespace]
             await asyncio.to_thread(sync_fallback, client, desired, self.settings.name, namespaces_used)
+            self._fallback_written = bool(desired)
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         if self.config.source == "accesslog":
             address = listen_address(self.settings.globals.misc.get("logSourcePort", ":8082"))
-            self.server = AccessLogServer(address, self.sink)
-            await self.server.start()
+            server = AccessLogServer(address, self.sink)
+            try:
+                await server.start()
+                self.server = server
+            except (OSError, RuntimeError) as e:  # the operator goes on; fences keep what they learned
+                log.error("lazyload: cannot serve the access log service on %s (%s): learning from the access "
+                          "log is off; set global.misc.logSourcePort", address, e)
             self._tasks.append(asyncio.create_task(self._flush(), name="lazyload learning flush"))
         self._tasks.append(asyncio.create_task(self._maintain(), name="lazyload auto-fence and fallback"))
         self._autofence.set()
