@@ -197,9 +197,6 @@ def test_fallback_sync_owns_only_its_objects(namespace: str, k8s_api: Any) -> No
     assert ("EnvoyFilter", "global-sidecar-accesslog") not in names
 
 
-@pytest.mark.xfail(strict=True, reason="the framework's StatusWriter writes a JSON merge patch per top-level field: "
-                   "keys a render drops from status.domains/metricStatus (and a domain's `status` once it is "
-                   "ACTIVE again) stay in the stored status; lazyload needs them replaced")
 def test_status_writer_replaces_dropped_domains(namespace: str, k8s_api: Any) -> None:
     from slime.framework.status import StatusWriter
 
@@ -215,8 +212,18 @@ def test_status_writer_replaces_dropped_domains(namespace: str, k8s_api: Any) ->
     assert current is not None
     settings = Settings(name="lazyload", general=Fence(), globals=load_module_configs({"name": "lazyload"})[0].globals)
     rendered = MODULE.render(current, MODULE.context(current, ObjectsView([current]), settings))
-    assert rendered.status["domains"] == {}  # the grace period is over: the domain goes
+    # Still learned (metricStatus), the domain is ACTIVE again: no `status`, no `expireAt` any more.
+    assert rendered.status["domains"] == {"gone.x.svc.cluster.local": {"hosts": ["gone.x.svc.cluster.local"]}}
     StatusWriter(kube).write(current, rendered, [])
     after = kube.get(FENCE, namespace, "f")
-    assert after is not None and after["status"].get("domains", {}) == {}, after["status"]["domains"]
+    assert after is not None and after["status"]["domains"] == rendered.status["domains"], after["status"]
+    # Forgotten (metricStatus emptied, the grace period over): the domain goes from the stored status too.
+    gone = {**after, "status": {**after["status"], "metricStatus": {},
+                                "domains": {"gone.x.svc.cluster.local": {"hosts": ["gone.x.svc.cluster.local"],
+                                                                         "status": "EXPIREWAIT", "expireAt": 1}}}}
+    dropped = MODULE.render(gone, MODULE.context(gone, ObjectsView([gone]), settings))
+    assert dropped.status["domains"] == {}
+    StatusWriter(kube).write(after, dropped, [])
+    final = kube.get(FENCE, namespace, "f")
+    assert final is not None and final["status"].get("domains", {}) == {}, final["status"]
     assert fence["metadata"]["uid"] == after["metadata"]["uid"]
