@@ -82,8 +82,8 @@ def test_children_in_another_namespace_are_cleaned_up_under_a_finalizer(
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, echo(namespace, "far", namespace=other))
     cond = wait_until(lambda: ready(api, namespace, "far"), 30, "Ready condition")
     assert (cond["status"], cond["reason"]) == ("False", "NoNamespace")
-    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=far").items
-    assert any(e.reason == "NoNamespace" and e.type == "Warning" for e in events)
+    wait_until(lambda: any(e.reason == "NoNamespace" and e.type == "Warning" for e in core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=far").items), 10, "a Warning event NoNamespace")
     core.create_namespace({"metadata": {"name": other}})  # wakes the Echo (its hooks)
     try:
         wait_until(lambda: configmaps(k8s_api, other, "far-") == ["far-0"], 30, "the child in the other namespace")
