@@ -156,6 +156,27 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_listen(flag: str, value: str) -> None:
+    """Fail before starting anything when an address to serve on is taken (kopf would log a traceback)."""
+    import socket
+    import urllib.parse
+
+    if not value:
+        return
+    if "://" in value:
+        url = urllib.parse.urlsplit(value)
+        host, port = url.hostname or "0.0.0.0", url.port or 80
+    else:
+        host, _, port_text = value.rpartition(":")
+        host, port = host or "0.0.0.0", int(port_text)
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UsageError(f"cannot listen on {host}:{port} ({flag} {value}): {e.strerror}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     import errno
     import os
@@ -165,6 +186,8 @@ def _run(args: argparse.Namespace) -> int:
     configs = _load_configs(args.config, args.modules)
     if args.kubeconfig and not os.path.isfile(args.kubeconfig):
         raise UsageError(f"--kubeconfig {args.kubeconfig}: no such file")
+    for flag, value in (("--liveness", args.liveness), ("--metrics-addr", args.metrics_addr)):
+        _check_listen(flag, value)
     options = RunOptions(
         modules=args.modules, configs=configs, namespaces=args.namespace, kubeconfig=args.kubeconfig,
         liveness=args.liveness or None, metrics_addr=args.metrics_addr or None, peering=not args.standalone,

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -104,6 +105,17 @@ def ensure_peering(kube: Kube, options: RunOptions) -> None:
                         name, e.reason)
 
 
+class QuietRetries(logging.Filter):
+    """kopf logs every retry of a failed request; during an apiserver outage that is a line per
+    watch every few seconds. Keep the first attempt's line (the outage started) and drop the rest."""
+
+    REPEAT = re.compile(r"^Request attempt #(\d+)(/\d+)? failed; will retry")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        m = self.REPEAT.match(record.getMessage())
+        return m is None or m.group(1) == "1"
+
+
 class QuietWatchHandlers(logging.Filter):
     """Drop kopf's "Handler ... succeeded." for handlers that only note a change (one per pod
     event would drown the log); failures and everything else still pass."""
@@ -121,6 +133,9 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
                    log_format=kopf.LogFormat.JSON if options.log_json else kopf.LogFormat.FULL,
                    log_refkey="object" if options.log_json else None)
     logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietRetries())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # no line per /healthz probe
     observability.set_build_info(version())
     kube = Kube(api_client(options.kubeconfig))
     shared = Shared(kube=kube, cluster=Cluster(kube, options.namespaces))

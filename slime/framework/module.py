@@ -167,6 +167,9 @@ class Module:
     render: Callable[[Obj, Any], Rendered]  # pure
     reads: Sequence[Kind] = ()  # cluster kinds the context reads (informers, render inputs, RBAC read)
     writes: Sequence[Kind] = ()  # kinds of the children (sync, RBAC write)
+    # Kinds the module's hooks write themselves, outside any one CR's children (lazyload's fallback
+    # route and the fences auto-fence creates): RBAC write only.
+    manages: Sequence[Kind] = ()
     queries: MetricQueries | None = None  # run before ``context``, which gets their results
     shared: SharedOutput | None = None
     hooks: str = ""  # "package.module:Class" of the operator-only Hooks, imported lazily

@@ -57,7 +57,7 @@ def rules_for(modules: Iterable[Module]) -> list[dict[str, Any]]:
     for module in modules:
         for kind in module.reads:
             _add(grants, kind, READ)
-        for kind in module.writes:
+        for kind in (*module.writes, *module.manages):
             _add(grants, kind, WRITE)
         if module.shared is not None:
             _add(grants, module.shared.kind, SHARED)

@@ -81,6 +81,13 @@ class Reconciler:
 
             self.prometheus = PrometheusSource(metric.prometheus.address)
         self.finalizers = frozenset({CHILDREN_FINALIZER, OLD_KOPF_FINALIZER, *self.hooks.finalizers})
+        runtime.wake = self.wake
+
+    def wake(self, namespace: str, name: str) -> None:
+        """Re-evaluate the module's CRs of this namespace and name soon (debounced; event loop)."""
+        for key in self.states:
+            if key[1] == namespace and key[2] == name:
+                self.scheduler.poke(key)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))

@@ -4,6 +4,7 @@ and caches the process shares (API client, the cluster informers, child-name cla
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ class ModuleRuntime:
     config: Any = None  # the ModuleConfig it came from
     namespaces: list[str] = field(default_factory=list)  # watched namespaces; empty: all
     state: dict[str, Any] = field(default_factory=dict)
+    # Re-evaluate the CRs of this namespace and name soon (debounced); set by the reconciler.
+    wake: Callable[[str, str], None] | None = None
 
     @property
     def name(self) -> str:

@@ -43,6 +43,21 @@ def failure_reason(e: BaseException) -> str:
     return "WriteFailed"
 
 
+def merge_diff(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) turning ``old`` into ``new``: maps recurse and keys that
+    are gone become null (a plain ``new`` would leave them in the stored object); anything else
+    is replaced whole."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_diff(old[key], value)
+    return patch
+
+
 class StatusWriter:
     def __init__(self, kube: Kube, recorder: Recorder | None = None) -> None:
         self.kube = kube
@@ -89,7 +104,7 @@ class StatusWriter:
         old = self._current(cr)
         generation = meta.get("generation", 0)
         new_conditions = set_conditions(old.get("conditions"), conditions, generation, replace=True)
-        patch: dict[str, Any] = {k: v for k, v in fields.items() if old.get(k) != v}
+        patch: dict[str, Any] = {k: merge_diff(old.get(k), v) for k, v in fields.items() if old.get(k) != v}
         if old.get("observedGeneration") != generation:
             patch["observedGeneration"] = generation
         if not same_conditions(old.get("conditions"), new_conditions):
@@ -99,7 +114,12 @@ class StatusWriter:
         kind = lookup(cr["apiVersion"], cr["kind"])
         self.kube.merge_patch(kind, meta.get("namespace"), meta["name"], {"status": patch}, subresource="status")
         with self._lock:
-            self._written.setdefault(uid, {}).update(patch)
+            written = self._written.setdefault(uid, {})
+            written.update({k: v for k, v in fields.items() if k in patch})
+            if "conditions" in patch:
+                written["conditions"] = patch["conditions"]
+            if "observedGeneration" in patch:
+                written["observedGeneration"] = patch["observedGeneration"]
         if "conditions" in patch:
             self._report(cr, old.get("conditions") or [], new_conditions)
 

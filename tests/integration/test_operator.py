@@ -82,8 +82,8 @@ def test_children_in_another_namespace_are_cleaned_up_under_a_finalizer(
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, echo(namespace, "far", namespace=other))
     cond = wait_until(lambda: ready(api, namespace, "far"), 30, "Ready condition")
     assert (cond["status"], cond["reason"]) == ("False", "NoNamespace")
-    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=far").items
-    assert any(e.reason == "NoNamespace" and e.type == "Warning" for e in events)
+    wait_until(lambda: any(e.reason == "NoNamespace" and e.type == "Warning" for e in core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=far").items), 10, "a Warning event NoNamespace")
     core.create_namespace({"metadata": {"name": other}})  # wakes the Echo (its hooks)
     try:
         wait_until(lambda: configmaps(k8s_api, other, "far-") == ["far-0"], 30, "the child in the other namespace")
@@ -116,3 +116,27 @@ def test_two_replicas_one_active_and_failover(operators: Callable[..., Operator]
     wait_until(lambda: "Resuming operations" in low.output(), 30, "the standby to take over")
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, echo(namespace, "b"))
     wait_until(lambda: ready(api, namespace, "b"), 30, "the new active replica to reconcile")
+
+
+def test_standby_takes_over_within_15s_of_a_kill(operators: Callable[..., Operator], k8s_api: k8s.ApiClient,
+                                                  namespace: str) -> None:
+    """kill -9 of the active replica (no goodbye in the peering object): the standby reconciles an
+    edit within 15 s (the default --peering-lifetime is 10 s)."""
+    import signal
+    import time
+
+    api = k8s.CustomObjectsApi(k8s_api)
+    low = operators(priority=100)
+    high = operators(priority=200)
+    wait_until(lambda: "Pausing operations" in low.output(), 30, "the lower-priority replica to pause")
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, echo(namespace, "k"))
+    wait_until(lambda: ready(api, namespace, "k"), 30, "the active replica to reconcile")
+    time.sleep(3)  # a keep-alive or two of the active replica
+    high.proc.send_signal(signal.SIGKILL)
+    high.proc.wait(10)
+    killed = time.monotonic()
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "k", {"spec": {"copies": 2}})
+    wait_until(lambda: configmaps(k8s_api, namespace, "k-") == ["k-0", "k-1"], 30, "the standby to reconcile")
+    took = time.monotonic() - killed
+    print(f"takeover after kill -9: {took:.1f}s")
+    assert took <= 15, f"the standby took {took:.1f}s"

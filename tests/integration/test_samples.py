@@ -85,7 +85,8 @@ def test_operator_writes_what_render_prints_for_the_samples(kubeconfig: Path, k8
             for doc in yaml.safe_load_all(path.read_text()):
                 for obj in (doc or {}).get("items") or [doc] if doc else []:
                     status = obj.pop("status", None)
-                    kubectl(kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
+                    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
+                            stdin=yaml.safe_dump(obj))
                     if status and obj["kind"] == "Pod":
                         kube.merge_patch(kinds.POD, NAMESPACE, obj["metadata"]["name"], {"status": status},
                                          subresource="status")
