@@ -3,8 +3,8 @@
 Follow one SlimeBoot: ``api.py`` (the model and the CRD's schema), ``context.py`` (the boot config,
 every module's RBAC rules from ``Settings.catalog``, existing namespaces, the installed CRD),
 ``plan.py`` (what to deploy, as data, every problem naming its field), ``render.py`` and
-``templates/`` (the objects, through Jinja2), ``globalsidecar.py`` (lazyload's forwarder, a
-placeholder), ``controller.py`` (operator only: the CRD check at start-up, wake rules).
+``templates/`` (the objects, through Jinja2), ``controller.py`` (operator only: the CRD check at
+start-up, wake rules).
 """
 
 from slime.boot.api import SLIME_BOOT

@@ -78,13 +78,16 @@ class SidecarInject(SlimeModel):
 
 
 class GlobalSidecar(SlimeModel):
-    """lazyload's global-sidecar, the fallback route for calls outside a fence."""
+    """lazyload's global-sidecar, the fallback route for calls outside a fence: passed into the lazyload
+    module's config (``general.globalSidecar``), which deploys it."""
 
     enable: bool = Field(default=False, description="Deploy the global-sidecar")
-    port: int = Field(default=0, ge=0, le=65535, description="Port the global-sidecar serves on (0: 80)")
-    probePort: int = Field(default=0, ge=0, le=65535, description="Port of its health check (0: 20000)")
-    replicas: int = Field(default=0, ge=0, description="Replicas of the global-sidecar (0: 1)")
-    image: Image | None = Field(default=None, description="Its image (a plain Envoy)")
+    port: int = Field(default=0, ge=0, le=65535,
+                      description="Port the global-sidecar serves on (0: the lazyload module's default)")
+    probePort: int = Field(default=0, ge=0, le=65535,
+                           description="Port of its health check (0: the lazyload module's default)")
+    replicas: int = Field(default=0, ge=0, description="Replicas of the global-sidecar (0: the module's default)")
+    image: Image | None = Field(default=None, description="Its image (a plain Envoy; default: the boot config's)")
     sidecarInject: SidecarInject | None = Field(default=None, description="Istio sidecar injection")
     resources: dict[str, Any] | None = _opaque("Container resources")
     legacyFilterName: bool = Field(default=False, description="Use upstream's old EnvoyFilter names")

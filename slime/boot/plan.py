@@ -1,6 +1,7 @@
 """What a SlimeBoot deploys, decided as data (pure): one ``Deployment`` plan per enabled module entry
-(a bundle counts as one), the global-sidecar when asked for, and every problem found, each naming
-its field. ``slime.boot.render`` turns the plans into objects through the templates.
+(a bundle counts as one), and every problem found, each naming its field. ``slime.boot.render``
+turns the plans into objects through the templates. ``component.globalSidecar`` goes into the
+lazyload module's config (``general.globalSidecar``): that module deploys its global-sidecar.
 
 As upstream's chart: an entry is deployed when ``enable`` is true and its mode is not
 ``BundleItem``; its objects are named after it and go into ``spec.namespace``; its ConfigMap holds
@@ -23,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 
 from slime.boot.api import SlimeBootModule, SlimeBootSpec
 from slime.boot.config import BootConfig, is_upstream_image
-from slime.boot.globalsidecar import DEFAULT_PORT, DEFAULT_PROBE_PORT, bootstrap
 from slime.framework.config import ConfigError, load_module_configs
 from slime.framework.module import ModuleInfo
 from slime.framework.names import DNS1123_LABEL
@@ -51,7 +51,6 @@ class Problem:
 @dataclass
 class Plan:
     modules: list[dict[str, Any]] = field(default_factory=list)  # template values per Deployment
-    sidecars: list[dict[str, Any]] = field(default_factory=list)  # template values per global-sidecar
     notes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
@@ -275,18 +274,17 @@ class Planner:
     # --- lazyload's global-sidecar
 
     def global_sidecar(self, k: int, main: dict[str, Any] | None) -> None:
-        """Entry ``k`` (lazyload) with ``component.globalSidecar``: into its config, or a placeholder."""
+        """Entry ``k`` (lazyload) with ``component.globalSidecar``: into its config's ``globalSidecar``
+        section, from which the lazyload module deploys the global-sidecar and its EnvoyFilters."""
         component = self.spec.component
         gs = component.globalSidecar if component is not None else None
         if gs is None or not gs.enable:
             return
         model = self.catalog["lazyload"].config
-        if model is not None and "globalSidecar" in model.model_fields:
-            self.handover(k, main, gs)
-        else:
-            self.placeholder(k, gs)
-
-    def handover(self, k: int, main: dict[str, Any] | None, gs: Any) -> None:
+        if model is None or "globalSidecar" not in model.model_fields:
+            self.plan.notes.append("component.globalSidecar: ignored, the lazyload module's config has no "
+                                   "globalSidecar section")
+            return
         general = dict(self.raw_entries[k].get("general") or {})
         if "globalSidecar" in general:
             self.plan.notes.append(f"component.globalSidecar: spec.module[{k}].general.globalSidecar is set and wins")
@@ -301,60 +299,12 @@ class Planner:
         if gs.sidecarInject is not None:
             section["sidecarInject"] = gs.sidecarInject.model_dump(exclude_defaults=True)
         general["globalSidecar"] = section
+        self.plan.notes.append(f"component.globalSidecar: passed to the lazyload module as spec.module[{k}].general."
+                               "globalSidecar; the module deploys the global-sidecar")
         self.raw_entries[k] = {**self.raw_entries[k], "general": general}
         if main is not None:  # the entry is the Deployment's own cfg (not a bundle item's cfg_<name>)
             main["general"] = general
         self.general_ok("lazyload", general, f"spec.module[{k}]")
-
-    def placeholder(self, k: int, gs: Any) -> None:
-        general = self.spec.module[k].general
-        where = f"spec.module[{k}].general"
-        port = gs.port or DEFAULT_PORT
-        ports: list[int] = []
-        for j, value in enumerate(general.get("wormholePort") or []):
-            for part in str(value).split(";"):
-                if not part.strip().isdigit() or not 1 <= int(part) <= 65535:
-                    self.problem("InvalidModuleConfig", f"{where}.wormholePort[{j}]: {part!r} is not a port")
-                    return
-                ports.append(int(part))
-        ports = sorted(set(ports) | {port})
-        mode = general.get("globalSidecarMode") or "cluster"
-        namespaces = sorted(set(general.get("namespace") or [])) if mode == "namespace" else [self.spec.namespace]
-        for ns in namespaces:
-            if not isinstance(ns, str) or not DNS1123_LABEL.fullmatch(ns) or len(ns) > 63:
-                self.problem("InvalidModuleConfig", f"{where}.namespace: {ns!r} is not a namespace name")
-                return
-        if not namespaces:
-            self.problem("InvalidModuleConfig", f"{where}.namespace: namespace mode needs at least one namespace")
-            return
-        image, policy = self.image("component.globalSidecar.image", gs.image, self.config.envoyImage)
-        inject = gs.sidecarInject
-        labels = {"app": "global-sidecar", "app.kubernetes.io/name": "global-sidecar",
-                  "app.kubernetes.io/part-of": "slime"}
-        pod_labels = dict(labels)
-        annotations: dict[str, str] = {}
-        if inject is not None and inject.enable:
-            annotations.update(inject.annotations)
-            if inject.mode == "pod":
-                pod_labels.update(inject.labels)
-        probe = gs.probePort or DEFAULT_PROBE_PORT
-        if probe in ports:
-            self.problem("InvalidSpec", f"component.globalSidecar.probePort: {probe} is also a forwarded port")
-            return
-        envoy = json.dumps(bootstrap(ports, probe), indent=1, sort_keys=True) + "\n"
-        container_ports = [{"name": f"http-{p}", "containerPort": p} for p in ports]
-        container_ports.append({"name": "probe", "containerPort": probe})
-        service_ports = [{"name": f"http-{p}", "port": p, "targetPort": p} for p in ports]
-        for ns in namespaces:
-            self.plan.sidecars.append({
-                "name": "global-sidecar", "namespace": ns, "labels": labels, "podLabels": pod_labels,
-                "podAnnotations": annotations, "replicas": gs.replicas or 1, "image": image, "pullPolicy": policy,
-                "envoy": envoy, "containerPorts": container_ports, "servicePorts": service_ports,
-                "lowPorts": min([*ports, probe]) < 1024,
-                "resources": gs.resources or {}, "affinity": gs.affinity or {}, "tolerations": gs.tolerations or [],
-            })
-        self.plan.notes.append("component.globalSidecar: boot's placeholder forwarder (plain Envoy, original "
-                               "destination from the Slime-Orig-Dest header) until the lazyload module renders it")
 
 
 def plan(spec: SlimeBootSpec, raw: Mapping[str, Any], catalog: Mapping[str, ModuleInfo], config: BootConfig,
@@ -365,5 +315,5 @@ def plan(spec: SlimeBootSpec, raw: Mapping[str, Any], catalog: Mapping[str, Modu
 def missing_namespaces(p: Plan, existing: Sequence[str] | None) -> list[str]:
     if existing is None:
         return []
-    wanted = {m["namespace"] for m in p.modules} | {s["namespace"] for s in p.sidecars}
+    wanted = {m["namespace"] for m in p.modules}
     return sorted(wanted - set(existing))

@@ -99,10 +99,6 @@ def objects(p: Plan) -> list[dict[str, Any]]:
             for obj in _docs(template, m=m):
                 _check(obj, m["namespace"])
                 out.append(obj)
-    for g in p.sidecars:
-        for obj in _docs("global-sidecar", g=g):
-            _check(obj, g["namespace"])
-            out.append(obj)
     return out
 
 

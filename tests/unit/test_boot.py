@@ -162,21 +162,15 @@ def test_global_sidecar_goes_into_a_lazyload_config_that_has_it() -> None:
                                                "replicas": 2, "sidecarInject": {"enable": True, "mode": "pod"}}
 
 
-def test_placeholder_global_sidecar_forwards_every_wormhole_port() -> None:
+def test_global_sidecar_is_ignored_with_a_note_by_a_lazyload_config_without_it() -> None:
     catalog = dict(registry.catalog())
     lazy = catalog["lazyload"]
-    catalog["lazyload"] = ModuleInfo(lazy.name, lazy.rules, lazy.kinds, None)  # accepts any general
-    spec = {"module": [{"name": "lazyload", "kind": "lazyload", "enable": True,
-                        "general": {"wormholePort": ["9080", "80;8080"]}}],
+    catalog["lazyload"] = ModuleInfo(lazy.name, lazy.rules, lazy.kinds, None)
+    spec = {"module": [{"name": "lazyload", "kind": "lazyload", "enable": True}],
             "component": {"globalSidecar": {"enable": True}}}
     out = render(boot(spec), ctx(catalog))
-    assert out.objects is not None
-    cm = next(o for o in by_kind(out.objects, "ConfigMap") if o["metadata"]["name"] == "global-sidecar")
-    envoy = json.loads(cm["data"]["envoy.yaml"])
-    ports = [li["address"]["socket_address"]["port_value"] for li in envoy["static_resources"]["listeners"]]
-    assert ports == [80, 8080, 9080, 20000]
-    [svc] = [o for o in by_kind(out.objects, "Service") if o["metadata"]["name"] == "global-sidecar"]
-    assert [p["port"] for p in svc["spec"]["ports"]] == [80, 8080, 9080]
+    assert out.objects is not None and not [o for o in out.objects if o["metadata"]["name"] == "global-sidecar"]
+    assert any("globalSidecar: ignored" in n for n in out.status["notes"])
 
 
 def test_bundle_config_is_what_slime_run_reads(tmp_path: Path) -> None:
