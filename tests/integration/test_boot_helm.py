@@ -2,7 +2,10 @@
 values schema refusing bad values, its generated parts (CRDs, ClusterRole) current, and
 ``helm install`` against the real apiserver: applied, its Deployment created, its RBAC enough for
 the boot operator to deploy modules (it creates their roles, which Kubernetes allows only to a
-user holding those permissions), ``helm uninstall`` leaving only the CRDs."""
+user holding those permissions), ``helm uninstall`` leaving only the CRDs.
+
+The golden (tests/golden/boot/chart/) is rewritten by
+``pytest tests/integration/test_boot_helm.py --update-goldens``: its ClusterRole follows the modules'."""
 
 from __future__ import annotations
 
