@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -20,7 +20,7 @@ import yaml
 
 from slime.boot.api import SlimeBootSpec
 from slime.boot.config import BootConfig
-from slime.boot.plan import Plan, missing_namespaces, plan
+from slime.boot.plan import CONFIG_HASH, Plan, missing_namespaces, plan
 from slime.framework.conditions import ConditionUpdate
 from slime.framework.kinds import (
     CLUSTER_PEERING,
@@ -66,7 +66,6 @@ class BootContext:
     catalog: Mapping[str, Any]
     namespaces: tuple[str, ...] | None = None  # existing namespaces; None: unknown (not checked)
     crd: tuple[bool, str] | None = None  # (ours, message) about the installed SlimeBoot CRD; None: not seen
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _docs(template: str, **values: Any) -> list[dict[str, Any]]:
@@ -131,7 +130,7 @@ def render(cr: Mapping[str, Any], ctx: BootContext) -> Rendered:
         message = f"the boot templates failed: {type(e).__name__}: {e}"
         return Rendered(conditions=[ConditionUpdate("Ready", False, "TemplateError", message), *conditions])
     modules = [{"name": m["name"], "kinds": m["kinds"], "image": m["image"],
-                "configHash": m["podAnnotations"]["slime.io/config-hash"]} for m in p.modules]
+                "configHash": m["podAnnotations"][CONFIG_HASH]} for m in p.modules]
     status = {"modules": modules, "objects": sorted(_label(o) for o in out), "notes": p.notes}
     names = ", ".join(f"{m['name']} ({'+'.join(m['kinds'])})" for m in p.modules) or "no module enabled"
     ready = ConditionUpdate("Ready", True, "Deployed", f"in {spec.namespace}: {names}")
