@@ -59,7 +59,7 @@ def make(kind: str, name: str, marker: int) -> dict[str, Any]:
 
 
 def marker_of(ef: dict[str, Any]) -> str:
-    return json.dumps(ef.get("spec", {}))
+    return json.dumps(ef.get("spec", {}), sort_keys=True)
 
 
 def render_rate(n: int) -> dict[str, float]:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for _, w, _ in pending:
             w.done.wait(max(0.0, deadline - time.monotonic()))
         lat = [w.at - t0 for _, w, t0 in pending if w.done.is_set()]
-        stats = percentiles(lat)
+        stats = percentiles(lat) if lat else {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
         missed = sum(not w.done.is_set() for _, w, _ in pending)
         print(f"apply -> EnvoyFilter with {len(names)} present, {args.rate:g}/s: p50 {stats['p50'] * 1000:.0f} ms, "
               f"p99 {stats['p99'] * 1000:.0f} ms, max {stats['max'] * 1000:.0f} ms (n={stats['n']}, "
