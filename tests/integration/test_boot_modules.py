@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from slime.framework import kinds
 from slime.framework.kube import Kube
@@ -103,6 +104,14 @@ def test_deployed_bundle_works_with_its_own_rbac(kubeconfig: Path, k8s_api: k8s.
         proc.terminate()
         proc.wait(20)
         log.close()
+        for name in ("web", "web2"):  # gone before the namespace is: no later operator of the session sees them
+            try:
+                api.delete_namespaced_custom_object(*SL[:2], namespace, SL[2], name)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        wait_until(lambda: not api.list_namespaced_custom_object(*SL[:2], namespace, SL[2])["items"], 30,
+                   "the SmartLimiters deleted")
         for obj in out.objects:
             if "namespace" not in obj["metadata"]:
                 kube.delete(kinds.of(obj), None, obj["metadata"]["name"])
