@@ -233,7 +233,22 @@ class MeshBed:
         self._cluster.apply_yaml(objects)
 
     def ensure_namespace(self, name: str) -> None:
+        """Create the namespace if missing; return once its ``default`` ServiceAccount exists
+        (the ServiceAccount admission refuses Pods before that)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
         self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
+        core: Any = client.CoreV1Api(self.api)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                core.read_namespaced_service_account("default", name)
+                return
+            except ApiException as e:
+                if e.status != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def deploy_app(self, name: str, namespace: str, *, port: int = 8080, replicas: int = 1, sidecar: bool = True,
                    capture_outbound: bool = True, labels: Mapping[str, str] | None = None,

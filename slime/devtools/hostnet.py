@@ -223,6 +223,8 @@ def node_down(kube_proxy: str | None = None, restart_containerd: Any = None) -> 
     if not problems:
         with contextlib.suppress(FileNotFoundError):
             JOURNAL.unlink()
+        with contextlib.suppress(OSError):
+            RUN_DIR.rmdir()
     return problems
 
 

@@ -69,9 +69,11 @@ class Proxy:
             return [f"{self.proxy_id} is not connected to istiod"]
         for type_url, res in (status.get("resources") or {}).items():
             name = SHORT_TYPES.get(type_url, type_url.rsplit(".", 1)[-1])
+            if not res.get("sent") or res.get("sent") == res.get("acked"):
+                continue  # in sync (a lastError left from an earlier NACK no longer counts)
             if res.get("lastError"):
                 out.append(f"istiod: {name} NACKed: {res['lastError']}")
-            elif res.get("sent") and res.get("sent") != res.get("acked"):
+            else:
                 out.append(f"istiod: {name} sent {res.get('sent')} but acked {res.get('acked')}")
         before = baseline or {}
         for name, value in self.rejected().items():
