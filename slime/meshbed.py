@@ -16,6 +16,7 @@ What runs (all on this machine; nothing listens beyond 127.0.0.1 and the private
   through the ``kubernetes`` Service), ServiceAccount tokens, and the nodelifecycle controller;
 * :class:`slime.devtools.node.Node`: containerd, kubelet, kube-scheduler, kube-proxy;
 * :class:`slime.devtools.istiod.Istiod`: xDS on the node address, its validating webhook;
+* :class:`slime.devtools.clusterdns.ClusterDNS`: Service names resolve in Pods (and nothing else);
 * images from :mod:`slime.devtools.images` (slime's own Dockerfile, test app, proxy, pause);
 * a Prometheus on the node address scraping an :class:`~slime.devtools.prometheus.Exporter` (whose
   values tests move) and the operator's ``/metrics`` (through the Service ``slime-metrics``);
@@ -39,6 +40,7 @@ from typing import Any
 from slime.devcluster import KCM_CONTROLLERS, REPO_ROOT, DevCluster, find_controlplane_bin, istio_crds
 from slime.devtools import images as bed_images
 from slime.devtools import workloads
+from slime.devtools.clusterdns import ClusterDNS
 from slime.devtools.hostnet import NODE_IP
 from slime.devtools.istiod import Istiod, find_istio_bin
 from slime.devtools.node import Node
@@ -128,7 +130,9 @@ class MeshBed:
             raise
 
     def stop(self) -> None:
-        """Stop everything, in reverse order (node before cluster: it undoes the host changes)."""
+        """Stop everything: the node first (its Pods, kubelet, and the host changes), then the rest
+        in reverse start order (istiod, the cluster, Prometheus)."""
+        self._stop_node()
         self._stack.close()
         atexit.unregister(self.stop)
 
@@ -141,10 +145,9 @@ class MeshBed:
         crds = self.crd_paths if self.crd_paths is not None else default_crds()
 
         t = time.monotonic()
-        node = Node(cp_bin, [(i.name, i.archive) for i in self.images.all()], self.images.pause.name)
-        self._stack.callback(self._stop_node, node)
-        node.start_runtime()  # host network + containerd; images import in the background
-        self.node = node
+        self.node = Node(cp_bin, [(i.name, i.archive) for i in self.images.all()], self.images.pause.name)
+        self._stack.callback(self._stop_node)
+        self.node.start_runtime()  # host network + containerd; images import in the background
         if self.want_prometheus:
             self.exporter = self._stack.enter_context(Exporter())
             targets = [self.exporter.target] + ([f"{OPERATOR_METRICS_IP}:9090"] if self.want_operator else [])
@@ -158,6 +161,7 @@ class MeshBed:
         self._stack.callback(cluster.stop)
         cluster.start()
         self.cluster = cluster
+        self._stack.enter_context(ClusterDNS(NODE_IP, self._service_lookup()))
         self.timings["cluster"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -165,7 +169,7 @@ class MeshBed:
         self._stack.callback(istiod.stop)
         istiod.start()
         self.istiod = istiod
-        node.join(cluster.kubeconfig, cluster.ca_file)
+        self.node.join(cluster.kubeconfig, cluster.ca_file)
         self.timings["node ready"] = time.monotonic() - t
         istiod.wait_ready()
         self.timings["istiod ready"] = time.monotonic() - t
@@ -176,10 +180,32 @@ class MeshBed:
             self.timings["operator ready"] = time.monotonic() - t
         self.timings["total"] = time.monotonic() - t0
 
-    def _stop_node(self, node: Node) -> None:
-        problems = node.stop()
-        if problems:
-            log.warning("node teardown problems: %s", "; ".join(problems))
+    def _service_lookup(self) -> Any:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        self._stack.callback(api.close)
+        core: Any = client.CoreV1Api(api)
+
+        def lookup(name: str, namespace: str) -> str | None:
+            from kubernetes.client.exceptions import ApiException
+
+            try:
+                ip = core.read_namespaced_service(name, namespace, _request_timeout=2).spec.cluster_ip
+            except ApiException as e:
+                if e.status == 404:
+                    return None
+                raise
+            return ip if ip and ip != "None" else None
+
+        return lookup
+
+    def _stop_node(self) -> None:
+        node, self.node = self.node, None
+        if node is not None:
+            problems = node.stop()
+            if problems:
+                log.warning("node teardown problems: %s", "; ".join(problems))
 
     # -- properties ----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from slime.devcluster import HACK_DIR, _issue, _pem_cert, _pem_key, free_port, read_versions_env
+from slime.devcluster import HACK_DIR, _issue, _pem_cert, _pem_key, read_versions_env
 from slime.devtools import die_with_parent, stop_process
 
 WEBHOOK_NAME = "slime-bed-istio-validation"
@@ -161,28 +161,44 @@ class Istiod:
         for name, data in files.items():
             (self._dir / name).write_bytes(data)
         self._ca_pem = files["ca.crt"]
-        grpc, http, https, mon = free_port(self.xds_host), free_port(), free_port(), free_port()
+        self._spawn()
+
+    def _spawn(self) -> None:
+        assert self._dir is not None
+        grpc, http, https, mon, secure = _distinct_free_ports([self.xds_host] + ["127.0.0.1"] * 4)
         self.xds_address = f"{self.xds_host}:{grpc}"
         self.http_url = f"http://127.0.0.1:{http}"
         self.webhook_url = f"https://127.0.0.1:{https}/validate"
         (self._dir / "mesh.yaml").write_text(yaml.safe_dump(mesh_config(self.xds_address)))
-        self._log = self.log_path.open("wb")
+        if self._log is not None:
+            self._log.close()
+        self._log = self.log_path.open("ab")
         self._t0 = time.monotonic()
         self._proc = subprocess.Popen(
             [str(self.bin_dir / "pilot-discovery"), "discovery", f"--kubeconfig={self.kubeconfig}",
              f"--meshConfig={self._dir / 'mesh.yaml'}", f"--networksConfig={self._dir / 'no-networks.yaml'}",
              "--domain=cluster.local", "--clusterID=Kubernetes",
-             f"--grpcAddr={self.xds_address}", f"--secureGRPCAddr=127.0.0.1:{free_port()}",
+             f"--grpcAddr={self.xds_address}", f"--secureGRPCAddr=127.0.0.1:{secure}",
              f"--httpAddr=127.0.0.1:{http}", f"--httpsAddr=127.0.0.1:{https}",
              f"--monitoringAddr=127.0.0.1:{mon}", "--ctrlz_port=0",
              f"--tlsCertFile={self._dir / 'tls.crt'}", f"--tlsKeyFile={self._dir / 'tls.key'}",
-             f"--caCertFile={self._dir / 'ca.crt'}", "--log_output_level=default:warn"],
+             f"--caCertFile={self._dir / 'ca.crt'}", "--log_output_level=all:warn"],
             env={**os.environ, **ENV}, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             cwd=self._dir, start_new_session=True, preexec_fn=die_with_parent)
 
     def wait_ready(self) -> None:
-        """Wait for /ready, apply the PeerAuthentication, register the webhook and wait until it refuses."""
-        self._wait("/ready", lambda: self._http_status("/ready") == 200)
+        """Wait for /ready, apply the PeerAuthentication, register the webhook and wait until it refuses.
+
+        The ports are picked free and then bound by istiod: if another process took one meanwhile,
+        istiod is started again on new ones (call this before anything uses ``xds_address``)."""
+        for attempt in range(3):
+            try:
+                self._wait("/ready", lambda: self._http_status("/ready") == 200)
+                break
+            except IstiodError:
+                if attempt == 2 or "address already in use" not in self.log_tail(5):
+                    raise
+                self._spawn()
         self.timings["ready"] = time.monotonic() - self._t0
         t = time.monotonic()
         self.apply([PEER_AUTHENTICATION, self.webhook_configuration()])
@@ -277,6 +293,22 @@ class Istiod:
             if time.monotonic() > deadline:
                 raise IstiodError(f"istiod: not {what} after {self.timeout:.0f}s; log tail:\n{self.log_tail()}")
             time.sleep(0.2)
+
+
+def _distinct_free_ports(hosts: list[str]) -> list[int]:
+    """One free port per host, all different (the sockets are held until all are picked)."""
+    import socket
+
+    socks = []
+    try:
+        for host in hosts:
+            sock = socket.socket()
+            sock.bind((host, 0))
+            socks.append(sock)
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def istio_version() -> str:

@@ -135,9 +135,10 @@ def kubelet_config(ca_file: Path, healthz_port: int) -> dict[str, Any]:
         "protectKernelDefaults": False,  # it sets vm.overcommit_memory & co; the journal restores them
         "oomScoreAdj": 0,
         "podLogsDir": str(RUN_DIR / "pod-logs"),
-        # no cluster DNS: pods ask the node address, where nothing answers (never the host's resolver)
+        # the cluster DNS (slime.devtools.clusterdns) on the node address; also for dnsPolicy Default
+        # Pods: none of them ever asks the host's resolver
         "resolvConf": str(RUN_DIR / "resolv.conf"),
-        "clusterDomain": "cluster.local",
+        "clusterDNS": [NODE_IP], "clusterDomain": "cluster.local",
         "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False, "syncFrequency": "10s", "nodeStatusUpdateFrequency": "5s",

@@ -1,8 +1,8 @@
 """Kubernetes objects the mesh test bed runs: apps with sidecars, a gateway, clients, the operator.
 
 Pure functions returning plain dicts (applied by :class:`slime.meshbed.MeshBed`); every Pod uses
-``imagePullPolicy: Never`` (only the imported local images exist; nothing is ever pulled),
-``dnsPolicy: Default`` (no cluster DNS) and a short grace period.
+``imagePullPolicy: Never`` (only the imported local images exist; nothing is ever pulled) and a
+short grace period; Service names resolve through the bed's cluster DNS.
 
 A sidecar is the ``slime-proxy`` image twice: the init container ``istio-init``
 (``slime-agent init``: iptables REDIRECT in the Pod's network namespace, Envoy's uid 1337
@@ -100,7 +100,7 @@ def gateway_deployment(namespace: str, *, proxy_image: str, xds_address: str, na
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
         "spec": {"replicas": 1, "selector": {"matchLabels": pod_labels}, "template": {
             "metadata": {"labels": pod_labels},
-            "spec": {"terminationGracePeriodSeconds": GRACE, "dnsPolicy": "Default", "enableServiceLinks": False,
+            "spec": {"terminationGracePeriodSeconds": GRACE, "enableServiceLinks": False,
                      "automountServiceAccountToken": False,
                      # what Istio's gateways do to listen on port 80 without root
                      "securityContext": {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
@@ -114,7 +114,7 @@ def client_pod(name: str, namespace: str, *, app_image: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
                                                        "labels": {"app": name}},
-        "spec": {"terminationGracePeriodSeconds": GRACE, "dnsPolicy": "Default", "enableServiceLinks": False,
+        "spec": {"terminationGracePeriodSeconds": GRACE, "enableServiceLinks": False,
                  "automountServiceAccountToken": False,
                  "containers": [{"name": "app", "image": app_image, "imagePullPolicy": "Never",
                                  "args": ["serve", "--port", "8080"]}]},

@@ -118,13 +118,19 @@ class Proxy:
             time.sleep(0.2)
 
 
+def cluster_stat(stats: dict[str, int], cluster: str, stat: str) -> int:
+    """A cluster's counter, e.g. ``cluster_stat(s, "inbound|8080||", "upstream_rq_200")``. istiod
+    gives clusters an ``alt_stat_name`` (the name plus ``;``): both spellings are looked up."""
+    return stats.get(f"cluster.{cluster};.{stat}", stats.get(f"cluster.{cluster}.{stat}", 0))
+
+
 # ---------------------------------------------------------------------------------------------
 # config_dump navigation
 
 
 def dump_sections(dump: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     """The config_dump entries whose ``@type`` ends with ``kind`` (e.g. ``RoutesConfigDump``)."""
-    return [c for c in dump.get("configs", []) if c.get("@type", "").endswith(kind)]
+    return [c for c in dump.get("configs", []) if c.get("@type", "").rsplit(".", 1)[-1] == kind]
 
 
 def route_configs(dump: dict[str, Any]) -> Iterator[dict[str, Any]]:

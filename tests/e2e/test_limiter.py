@@ -125,7 +125,8 @@ def test_outbound_limit_in_the_callers_sidecar(mesh_bed: MeshBed, bed_ns: str) -
     out = mesh_bed.http_get(frontend.pods[0], reviews.url, count=6)
     assert out["codes"] == [200] * 4 + [429] * 2, out
     # the server's sidecar saw only the 4 that passed
-    served = mesh_bed.proxy(reviews.pods[0]).stats().get(f"cluster.inbound|{reviews.port}||.upstream_rq_200", 0)
+    served = xdscheck.cluster_stat(mesh_bed.proxy(reviews.pods[0]).stats(), f"inbound|{reviews.port}||",
+                                   "upstream_rq_200")
     assert served == 4
 
 

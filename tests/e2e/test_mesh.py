@@ -32,9 +32,9 @@ def test_inbound_and_outbound_traffic_go_through_the_sidecars(mesh_bed: MeshBed,
     assert seen["peer"] == "127.0.0.6" and "x-request-id" in seen["headers"], seen
     # ... which had it from the caller's Envoy (outbound cluster of the server's Service)
     stats = caller_proxy.stats()
-    assert stats.get(f"cluster.{cluster}.upstream_rq_200", 0) >= 3, {k: v for k, v in stats.items() if cluster in k}
-    inbound = server_proxy.stats()
-    assert inbound.get(f"cluster.inbound|{server.port}||.upstream_rq_200", 0) >= 3
+    assert xdscheck.cluster_stat(stats, cluster, "upstream_rq_200") == 3, {k: v for k, v in stats.items()
+                                                                          if cluster in k}
+    assert xdscheck.cluster_stat(server_proxy.stats(), f"inbound|{server.port}||", "upstream_rq_200") == 3
 
 
 def test_the_webhook_refuses_invalid_istio_objects(mesh_bed: MeshBed, bed_ns: str) -> None:

@@ -46,6 +46,21 @@ def test_pods_reach_the_apiserver_through_the_kubernetes_service(mesh_bed: MeshB
     assert json.loads(code)["gitVersion"].startswith("v1.")
 
 
+def test_service_names_resolve_and_nothing_else(mesh_bed: MeshBed, bed_ns: str) -> None:
+    app = mesh_bed.deploy_app("named", bed_ns, sidecar=False)
+    pod = mesh_bed.client(bed_ns)
+    out = mesh_bed.kubectl("exec", "-n", bed_ns, pod.name, "--", "python3", "-c",
+                           "import socket, json\n"
+                           "def ip(n):\n"
+                           "    try:\n        return socket.gethostbyname(n)\n"
+                           "    except OSError as e:\n        return type(e).__name__\n"
+                           "print(json.dumps([ip(n) for n in ('kubernetes.default.svc', 'named', "
+                           "'named." + bed_ns + ".svc.cluster.local', 'example.com')]))")
+    kube_ip = client.CoreV1Api(mesh_bed.api).read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    assert json.loads(out) == [kube_ip, app.service_ip, app.service_ip, "gaierror"]
+    assert mesh_bed.http_get(pod, "http://named:8080/by-name")["codes"] == [200]
+
+
 def test_pods_reach_the_host_only_on_the_node_address(mesh_bed: MeshBed, bed_ns: str) -> None:
     """A Pod's packet to another address of this host is dropped by the guard (not refused)."""
     route = json.loads(subprocess.run(["ip", "-j", "-4", "addr", "show", "scope", "global"], capture_output=True,
