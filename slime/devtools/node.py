@@ -282,9 +282,15 @@ class Node:
         try:
             t = time.monotonic()
             present = set(self.ctr("images", "ls", "-q").split())
+            wanted = {name for name, _ in self.images}
             for name, archive in self.images:
                 if name not in present:
-                    self.ctr("images", "import", "--no-unpack=false", str(archive), timeout=600)
+                    self.ctr("images", "import", str(archive), timeout=600)
+            # earlier builds of the bed's images (a changed input gives a new tag): containerd
+            # removes their content and snapshots once no image refers to them
+            stale = [n for n in present if n.startswith("localhost/slime") and n not in wanted]
+            if stale:
+                self.ctr("images", "rm", *stale)
             self.timings["image import"] = time.monotonic() - t
         except BaseException as e:  # reported by join()
             self._import_error = e
