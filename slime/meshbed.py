@@ -32,8 +32,7 @@ import atexit
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,11 @@ from slime.devtools import workloads
 from slime.devtools.clusterdns import ClusterDNS
 from slime.devtools.hostnet import NODE_IP
 from slime.devtools.istiod import Istiod, find_istio_bin
+from slime.devtools.meshops import App, MeshBedError, MeshOps, PodRef
 from slime.devtools.node import Node
 from slime.devtools.prometheus import Exporter, run_prometheus
-from slime.devtools.xdscheck import Proxy
+
+__all__ = ["App", "MeshBed", "MeshBedError", "PodRef", "OPERATOR_METRICS_IP", "default_crds"]
 
 log = logging.getLogger(__name__)
 
@@ -54,41 +55,12 @@ OPERATOR_METRICS_IP = "10.0.0.10"  # in the static band of the Service CIDR: nev
 CPU_QUERY = 'sum(container_cpu_usage_seconds_total{namespace="$namespace",pod=~"$pod_name"})'
 
 
-class MeshBedError(RuntimeError):
-    """The bed could not start, or a workload did not become ready."""
-
-
-@dataclass(frozen=True)
-class PodRef:
-    name: str
-    namespace: str
-    ip: str
-
-
-@dataclass
-class App:
-    name: str
-    namespace: str
-    port: int
-    service_ip: str | None
-    pods: list[PodRef] = field(default_factory=list)
-
-    @property
-    def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.svc.cluster.local"
-
-    @property
-    def url(self) -> str:
-        """http://<ClusterIP>:<port> (no cluster DNS here)."""
-        return f"http://{self.service_ip}:{self.port}"
-
-
 def default_crds() -> list[Path]:
     ours = {*REPO_ROOT.glob("crds/*.yaml"), *REPO_ROOT.glob("slime/crds/*.yaml")}
     return [*sorted(ours), istio_crds()]
 
 
-class MeshBed:
+class MeshBed(MeshOps):
     """See the module doc. Attributes once started: ``cluster``, ``node``, ``istiod``, ``images``,
     ``exporter``, ``prometheus_url``, ``timings``; properties ``kubeconfig``, ``node_ip``,
     ``xds_address``."""
@@ -248,111 +220,6 @@ class MeshBed:
             self._api = config.new_client_from_config(config_file=str(self.kubeconfig))
             self._stack.callback(self._api.close)
         return self._api
-
-    # -- objects -------------------------------------------------------------------------------
-
-    def kubectl(self, *args: str, input: str | None = None, timeout: float | None = None) -> str:
-        return self._cluster.kubectl(*args, input=input, timeout=timeout)
-
-    def apply(self, objects: Iterable[Mapping[str, Any]]) -> None:
-        """Server-side apply (istiod's webhook refuses invalid Istio objects: DevClusterError)."""
-        self._cluster.apply_yaml(objects)
-
-    def ensure_namespace(self, name: str) -> None:
-        """Create the namespace if missing; return once its ``default`` ServiceAccount exists
-        (the ServiceAccount admission refuses Pods before that)."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
-        self.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
-        core: Any = client.CoreV1Api(self.api)
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                core.read_namespaced_service_account("default", name)
-                return
-            except ApiException as e:
-                if e.status != 404 or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
-
-    def deploy_app(self, name: str, namespace: str, *, port: int = 8080, replicas: int = 1, sidecar: bool = True,
-                   capture_outbound: bool = True, labels: Mapping[str, str] | None = None,
-                   service: bool = True, wait: bool = True) -> App:
-        """The echo server as a Deployment (+ Service ``name``, port ``port``), with sidecars."""
-        self.ensure_namespace(namespace)
-        objects = [workloads.app_deployment(
-            name, namespace, app_image=self._images.testapp.name,
-            proxy_image=self._images.proxy.name if sidecar else None, xds_address=self.xds_address,
-            port=port, replicas=replicas, labels=labels, capture_outbound=capture_outbound)]
-        if service:
-            objects.append(workloads.service(name, namespace, port))
-        self.apply(objects)
-        app = App(name, namespace, port, self._service_ip(namespace, name) if service else None)
-        if wait:
-            app.pods = self.wait_pods(namespace, f"app={name}", replicas)
-        return app
-
-    def deploy_gateway(self, namespace: str = "istio-system", name: str = "ingressgateway") -> App:
-        """An ingress gateway Pod (labels ``istio: ingressgateway``) and its Service on port 80."""
-        self.ensure_namespace(namespace)
-        labels = {"istio": "ingressgateway", "app": name}
-        self.apply([workloads.gateway_deployment(namespace, proxy_image=self._images.proxy.name,
-                                                 xds_address=self.xds_address, name=name, labels=labels),
-                    workloads.service(name, namespace, 80, selector=labels)])
-        app = App(name, namespace, 80, self._service_ip(namespace, name))
-        app.pods = self.wait_pods(namespace, "istio=ingressgateway", 1)
-        return app
-
-    def client(self, namespace: str, name: str = "client") -> PodRef:
-        """A Pod without sidecar to send requests from (:meth:`http_get`)."""
-        self.ensure_namespace(namespace)
-        self.apply([workloads.client_pod(name, namespace, app_image=self._images.testapp.name)])
-        return self.wait_pods(namespace, f"app={name}", 1)[0]
-
-    def http_get(self, pod: PodRef, url: str, count: int = 1, headers: Mapping[str, str] | None = None,
-                 container: str = "app") -> dict[str, Any]:
-        """``count`` GETs of ``url`` from inside ``pod`` (one connection each): codes and first bodies."""
-        import json
-
-        argv = ["exec", "-n", pod.namespace, pod.name, "-c", container, "--", "python3",
-                "/usr/local/bin/echo-server", "get", url, "--count", str(count)]
-        for k, v in (headers or {}).items():
-            argv += ["--header", f"{k}:{v}"]
-        out = self.kubectl(*argv, timeout=60 + count)
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-        return result
-
-    def proxy(self, pod: PodRef) -> Proxy:
-        """The acceptance checks of ``pod``'s Envoy (see :mod:`slime.devtools.xdscheck`)."""
-        return Proxy(f"{pod.name}.{pod.namespace}", f"http://{pod.ip}:15000", self._istiod.syncz)
-
-    def wait_pods(self, namespace: str, selector: str, count: int, timeout: float | None = None) -> list[PodRef]:
-        """Wait until ``count`` Pods match ``selector`` and all are Ready; return them."""
-        from kubernetes import client
-
-        core: Any = client.CoreV1Api(self.api)
-        deadline = time.monotonic() + (timeout or self.timeout)
-        while True:
-            pods = [p for p in core.list_namespaced_pod(namespace, label_selector=selector).items
-                    if p.metadata.deletion_timestamp is None]
-            ready = [p for p in pods if p.status.pod_ip and any(
-                c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
-            if len(pods) == count and len(ready) == count:
-                return sorted((PodRef(p.metadata.name, namespace, p.status.pod_ip) for p in ready),
-                              key=lambda r: r.name)
-            if time.monotonic() > deadline:
-                states = [(p.metadata.name, p.status.phase, [(s.name, s.state.to_dict()) for s in
-                                                            (p.status.container_statuses or [])]) for p in pods]
-                raise MeshBedError(f"{namespace}/{selector}: {len(ready)}/{count} ready after "
-                                   f"{timeout or self.timeout:.0f}s: {states}")
-            time.sleep(0.2)
-
-    def _service_ip(self, namespace: str, name: str) -> str:
-        from kubernetes import client
-
-        core: Any = client.CoreV1Api(self.api)
-        return str(core.read_namespaced_service(name, namespace).spec.cluster_ip)
 
     # -- the operator --------------------------------------------------------------------------
 

@@ -286,10 +286,13 @@ class Node:
             for name, archive in self.images:
                 if name not in present:
                     self.ctr("images", "import", str(archive), timeout=600)
-            # earlier builds of the bed's images (a changed input gives a new tag): containerd
-            # removes their content and snapshots once no image refers to them
-            stale = [n for n in present if n.startswith("localhost/slime") and n not in wanted]
-            if stale:
+            # Earlier builds of the bed's images (a changed input gives a new tag), with the
+            # sha256:<id> names CRI adds: containerd collects their content and snapshots once no
+            # name refers to them. This containerd is the bed's own: only its images are there.
+            refs = [line.split() for line in self.ctr("images", "ls").splitlines()[1:] if line.strip()]
+            keep = {fields[2] for fields in refs if fields[0] in wanted}
+            stale = [fields[0] for fields in refs if fields[2] not in keep]
+            if stale and wanted:
                 self.ctr("images", "rm", *stale)
             self.timings["image import"] = time.monotonic() - t
         except BaseException as e:  # reported by join()

@@ -55,6 +55,20 @@ class Proxy:
         """The non-zero ``update_rejected`` counters (cumulative since Envoy started)."""
         return {k: v for k, v in self.stats().items() if k.endswith("update_rejected") and v}
 
+    def endpoints(self, cluster: str) -> list[str]:
+        """``ip:port`` of the healthy hosts Envoy has for ``cluster`` (admin /clusters)."""
+        data = _get_json(f"{self.admin_url}/clusters?format=json")
+        out = []
+        for status in data.get("cluster_statuses", []):
+            if status.get("name") != cluster:
+                continue
+            for host in status.get("host_statuses", []):
+                health = host.get("health_status", {})
+                if health.get("eds_health_status", "HEALTHY") == "HEALTHY":
+                    addr = host["address"]["socket_address"]
+                    out.append(f"{addr['address']}:{addr['port_value']}")
+        return out
+
     def sync_status(self) -> dict[str, Any] | None:
         for entry in self.syncz():
             if entry.get("proxy") == self.proxy_id:

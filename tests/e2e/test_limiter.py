@@ -115,6 +115,7 @@ def test_outbound_limit_in_the_callers_sidecar(mesh_bed: MeshBed, bed_ns: str) -
     reviews = mesh_bed.deploy_app("reviews", bed_ns, wait=False)
     frontend = mesh_bed.deploy_app("frontend", bed_ns)
     reviews.pods = mesh_bed.wait_pods(bed_ns, "app=reviews", 1)
+    mesh_bed.wait_routable(reviews, via=frontend.pods[0])
     caller = mesh_bed.proxy(frontend.pods[0])
     limit = route_limit(f"{reviews.fqdn}:{reviews.port}")
     mesh_bed.apply([smart_limiter("frontend", bed_ns, [{
@@ -147,6 +148,7 @@ def test_gateway_limit_on_a_host(mesh_bed: MeshBed, bed_ns: str, host: str) -> N
     ])
     proxy = mesh_bed.proxy(gateway.pods[0])
     proxy.wait_accepted(applied=lambda d: xdscheck.virtual_hosts(d, f"{host}:80"))
+    mesh_bed.wait_routable(backend, via=gateway.pods[0])
     assert mesh_bed.http_get(client_pod, gateway.url, count=3, headers={"Host": host})["codes"] == [200] * 3
 
     mesh_bed.apply([smart_limiter("ingressgateway", bed_ns, [{

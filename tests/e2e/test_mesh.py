@@ -19,10 +19,8 @@ def test_inbound_and_outbound_traffic_go_through_the_sidecars(mesh_bed: MeshBed,
     caller.pods = mesh_bed.wait_pods(bed_ns, "app=caller", 1)
     server_proxy, caller_proxy = mesh_bed.proxy(server.pods[0]), mesh_bed.proxy(caller.pods[0])
     cluster = f"outbound|{server.port}||{server.fqdn}"
-    # istiod knows the server's endpoint before the caller's Envoy can route to it
-    caller_proxy.wait_accepted(applied=lambda d: any(
-        c.get("cluster", {}).get("name") == cluster
-        for s in xdscheck.dump_sections(d, "ClustersConfigDump") for c in s.get("dynamic_active_clusters", [])))
+    mesh_bed.wait_routable(server, via=caller.pods[0])  # the caller's Envoy has the server's endpoint
+    caller_proxy.wait_accepted()
     server_proxy.wait_accepted()
 
     out = mesh_bed.http_get(caller.pods[0], f"{server.url}/hello", count=3)
