@@ -69,9 +69,8 @@ def app_deployment(name: str, namespace: str, *, app_image: str, proxy_image: st
         "env": _field_env(POD_NAME="metadata.name"),
         "ports": [{"name": "http", "containerPort": port}],
     }]
-    spec: dict[str, Any] = {"terminationGracePeriodSeconds": GRACE, "dnsPolicy": "Default",
-                            "enableServiceLinks": False, "automountServiceAccountToken": False,
-                            "containers": containers}
+    spec: dict[str, Any] = {"terminationGracePeriodSeconds": GRACE, "enableServiceLinks": False,
+                            "automountServiceAccountToken": False, "containers": containers}
     if proxy_image:
         containers.append(proxy_container(proxy_image, xds_address, pod_labels, name))
         spec["initContainers"] = [init_container(proxy_image, capture_outbound)]

@@ -15,11 +15,17 @@ from slime.meshbed import MeshBed
 
 @pytest.fixture
 def bed_ns(mesh_bed: MeshBed) -> Iterator[str]:
-    """A namespace of the bed for one test, deleted (without waiting) afterwards."""
+    """A namespace of the bed for one test, deleted afterwards.
+
+    Its Services go first, and synchronously: a Service change makes istiod push new route
+    configurations to every sidecar with a listener on that port, and Envoy starts a fresh local
+    rate-limit bucket with each (observed: a limit of 4 let 5 requests through). Without this,
+    the namespace's slow deletion would push in the middle of a later test's requests."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     mesh_bed.ensure_namespace(name)
     yield name
     with contextlib.suppress(DevClusterError):
+        mesh_bed.kubectl("delete", "services", "--all", "-n", name, "--wait=true")
         mesh_bed.kubectl("delete", "namespace", name, "--wait=false")
 
 
