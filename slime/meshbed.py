@@ -253,6 +253,9 @@ class MeshBed(MeshOps):
             out.update(self.node.rss_bytes())
         if self.istiod is not None:
             out["istiod"] = self.istiod.rss_bytes()
+        if self.node is not None:
+            for name, values in sorted(self.node.pod_rss_bytes().items()):
+                out[f"pods: {name} (avg of {len(values)})"] = sum(values) // len(values)
         return out
 
 

@@ -269,6 +269,20 @@ class Node:
                         out[proc.name] = int(line.split()[1]) * 1024
         return out
 
+    def pod_rss_bytes(self) -> dict[str, list[int]]:
+        """RSS of the processes running in Pods, by command name (e.g. ``envoy``, ``python3``)."""
+        out: dict[str, list[int]] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if "/kubepods" not in (proc / "cgroup").read_text():
+                    continue
+                status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+                if "VmRSS" in status:
+                    out.setdefault(status["Name"].strip(), []).append(int(status["VmRSS"].split()[0]) * 1024)
+        return out
+
     def ctr(self, *args: str, timeout: float = 120) -> str:
         proc = subprocess.run(["ctr", "--address", str(CONTAINERD_SOCK), "-n", "k8s.io", *args],
                               capture_output=True, text=True, timeout=timeout, check=False)
