@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: test setup venv system-deps controlplane istio lint unit e2e node-down crds demo bench clean
+.PHONY: test setup venv system-deps controlplane istio images lint unit e2e node-down crds demo bench clean
 
 test: setup lint
 	$(BIN)/pytest
@@ -21,7 +21,15 @@ e2e: setup
 node-down: venv
 	$(BIN)/python -m slime.devtools.node down
 
-setup: venv system-deps controlplane istio
+# The Go builds are CPU-bound, the test bed's image builds mostly network- and disk-bound: they
+# run side by side (the e2e tier builds whatever is still missing, or waits for this build).
+setup: venv system-deps
+	@( $(BIN)/python -m slime.devtools.images >$(VENV)/images-build.log 2>&1 \
+	   || echo "bed image build failed (see $(VENV)/images-build.log); the e2e tier retries it" ) & images=$$!; \
+	$(MAKE) --no-print-directory controlplane istio; status=$$?; wait $$images; exit $$status
+
+images: venv
+	$(BIN)/python -m slime.devtools.images
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
