@@ -182,7 +182,8 @@ class Operator:
     """``slime run --modules limiter`` as a subprocess in its own session (our Ctrl-C does not reach it;
     we stop it in order), optionally under cProfile (main thread: the kopf event loop)."""
 
-    def __init__(self, kubeconfig: Path, config: Path, log_path: Path, profile: Path | None = None) -> None:
+    def __init__(self, kubeconfig: Path, config: Path, log_path: Path, profile: Path | None = None,
+                 modules: str = "limiter") -> None:
         self.liveness, self.metrics_port = free_port(), free_port()
         self.log_path = log_path
         self.log: IO[bytes] = log_path.open("wb")
@@ -190,7 +191,7 @@ class Operator:
         self.stopped: dict[str, Any] = {}
         entry = ["-m", "bench.profiled", str(profile), "--"] if profile else ["-m", "slime.cli"]
         cmd = [sys.executable, *entry, "run", "--kubeconfig", str(kubeconfig),
-               "--modules", "limiter", "--config", str(config), "--standalone",
+               "--modules", modules, "--config", str(config), "--standalone",
                "--liveness", f"http://127.0.0.1:{self.liveness}/healthz",
                "--metrics-addr", f"127.0.0.1:{self.metrics_port}", "--log-format", "json"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,

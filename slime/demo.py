@@ -1,11 +1,13 @@
 """``make demo``: the product on a built-in local cluster, in one command.
 
 Starts the local control plane (``slime.devcluster``), Prometheus scraping a small exporter of
-made-up CPU values (when /usr/bin/prometheus exists), and ``slime run`` with all modules; creates
-the ``reviews`` workload in namespace ``demo`` and applies the demo's Slime CRs plus those of
-``samples/``; then shows the Slime CRs and the EnvoyFilters they produced, every few seconds,
-while the exported CPU crosses the demo SmartLimiter's threshold back and forth. Ctrl-C stops
-everything. ``--once`` sets up, prints the state once things settled, and tears down.
+made-up CPU values (when the prometheus binary exists), and ``slime run`` with every module and
+the samples' module configs; applies every module's samples (``samples/<module>/``) with what a
+cluster would add to them (``context/``: Pods, reported Running as a kubelet would; the metric
+values of ``config/metrics.yaml``, exported for Prometheus); then shows every Slime object with its
+Ready condition and every object the modules wrote, every few seconds, while the exported CPU of
+the adaptive sample crosses its threshold back and forth. Ctrl-C stops everything. ``--once`` sets
+up, prints the state once things settled, and tears down (exit 1 if a sample is not Ready).
 """
 
 from __future__ import annotations
@@ -24,148 +26,120 @@ from typing import IO, Any
 
 import yaml
 
-from slime.crds import KINDS, crd_files
+from slime import registry
+from slime.crds import crd_files
 from slime.devcluster import DEFAULT_NAMESPACES, DevCluster, DevClusterError, istio_crds
 from slime.devtools import die_with_parent, stop_process
 from slime.devtools.prometheus import Exporter, free_port, prometheus_available, run_prometheus
-from slime.framework.kube import ENVOY_FILTER, POD, Kind, Kube
+from slime.framework import kinds
+from slime.framework.kube import Kube
 from slime.framework.runtime import api_client
+from slime.framework.sync import MANAGED_BY
 
-NAMESPACE = "demo"
-APP = "reviews"
-MANIFESTS = Path(__file__).with_name("demo_manifests")
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"  # only in a source checkout
 KUBECONFIG_OUT = Path("slime-demo.kubeconfig")
-MODULES = "limiter,plugin,lazyload,boot"
-# The demo SmartLimiter is in force while cpu.sum > 100 (demo_manifests/smartlimiter.yaml).
-CPU_THRESHOLD, CPU_LOW, CPU_HIGH = 100.0, 40.0, 160.0
-CPU_QUERY = 'sum(container_cpu_usage_seconds_total{namespace="$namespace",pod=~"$pod_name"})'
+NAMESPACE = "slime-samples"
+# The adaptive sample is in force while its cpu.sum > 100 (samples/limiter/adaptive-cpu.yaml).
+ADAPTIVE, CPU_THRESHOLD, CPU_LOW, CPU_HIGH = "productpage", 100.0, 40.0, 160.0
 FLIP_EVERY = 20.0  # seconds between CPU moves
 REFRESH_EVERY = 3.0  # seconds between screens
 SETTLE_TIMEOUT = 120.0
-SLIME_KINDS = [Kind(info.api_version, info.kind, info.plural) for info in KINDS]
-MODULE_OF = {"SmartLimiter": "limiter", "ServiceFence": "lazyload", "PluginManager": "plugin",
-             "EnvoyPlugin": "plugin", "SlimeBoot": "boot"}
 
 
 class DemoError(RuntimeError):
     pass
 
 
-def limiter_config(prometheus_url: str | None) -> dict[str, Any]:
-    """The limiter's module config: re-evaluate every 2s, cpu.sum per set from Prometheus."""
-    config: dict[str, Any] = {
-        "name": "limiter", "kind": "limiter", "enable": True,
-        # no rate limit service in the demo: local limits only
-        "general": {"refresh": "2s", "disableGlobalRateLimit": True, "disableInsertGlobalRateLimit": True},
-    }
-    if prometheus_url:
-        config["metric"] = {"prometheus": {"address": prometheus_url,
-                                           "handlers": {"cpu.sum": {"query": CPU_QUERY}}}}
-    return config
+def sample_modules() -> list[str]:
+    return [m for m in registry.names() if (SAMPLES / m).is_dir()]
 
 
-def load_manifest(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-
-
-def in_namespace(obj: dict[str, Any], namespace: str = NAMESPACE) -> dict[str, Any]:
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items()
-            if k in ("name", "labels", "annotations")}
-    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": {**meta, "namespace": namespace}}
-
-
-def is_slime_cr(obj: dict[str, Any]) -> bool:
-    return any(obj.get("apiVersion") == k.api_version and obj.get("kind") == k.kind for k in SLIME_KINDS)
-
-
-def sample_crs(samples: Path, skip: set[tuple[str, str]]) -> dict[Path, list[dict[str, Any]]]:
-    """The Slime CRs of each sample file (Services, Pods... are left out), minus names in ``skip``."""
-    out: dict[Path, list[dict[str, Any]]] = {}
-    paths = sorted(samples.rglob("*.yaml")) if samples.is_dir() else []
-    for path in paths:
-        try:
-            docs = load_manifest(path)
-        except yaml.YAMLError as e:
-            print(f"  skipped {path}: {e}")
-            continue
-        crs = [in_namespace(d) for d in docs if is_slime_cr(d)
-               and (d["kind"], (d.get("metadata") or {}).get("name")) not in skip]
-        if crs:
-            out[path] = crs
+def module_configs(prometheus_url: str | None) -> list[dict[str, Any]]:
+    """Each module's sample config (its Prometheus pointed at ours), or an enabled default."""
+    out = []
+    for module in registry.names():
+        path = SAMPLES / module / "config" / f"{module}.yaml"
+        cfg: dict[str, Any] = yaml.safe_load(path.read_text()) if path.exists() else {}
+        cfg = {"name": module, "kind": module, **cfg, "enable": True}
+        prometheus = (cfg.get("metric") or {}).get("prometheus")
+        if prometheus is not None:
+            if prometheus_url:
+                prometheus["address"] = prometheus_url
+            else:
+                cfg.pop("metric")
+        out.append(cfg)
     return out
 
 
-# ------------------------------------------------------------------------------------ the state
+def documents(path: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if isinstance(doc, dict):
+            out += doc.get("items") or [] if doc.get("kind") == "List" else [doc]
+    return out
 
 
-def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    conds = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conds if c.get("type") == type_), None)
-
-
-def _cond_text(cond: dict[str, Any] | None) -> str:
-    if cond is None:
-        return "-"
-    return cond.get("status", "?") + (f" ({cond['reason']})" if cond.get("reason") else "")
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows])
 
 
-def slime_crs(kube: Kube) -> list[dict[str, Any]]:
-    return [obj for kind in SLIME_KINDS for obj in kube.list(kind, None)]
+def _short(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def envoyfilters(kube: Kube) -> list[dict[str, Any]]:
-    return kube.list(ENVOY_FILTER, None)
+def slime_objects(kube: Kube) -> list[dict[str, Any]]:
+    return [obj for info in registry.crd_infos() for obj in kube.list(info.kind_ref, None)]
+
+
+def written_objects(kube: Kube) -> list[dict[str, Any]]:
+    """Every object a module wrote (children and module-level objects), found by slime's label."""
+    kinds_ = {k.kind: k for m in registry.modules() for k in (*m.writes, *m.manages)}
+    for m in registry.modules():
+        if m.shared is not None:
+            kinds_[m.shared.kind.kind] = m.shared.kind
+    out = []
+    for kind in kinds_.values():
+        out += kube.list(kind, None, f"{MANAGED_BY}=slime")
+    return out
 
 
 def show_state(kube: Kube) -> str:
-    """The Slime CRs with their conditions and the EnvoyFilters that exist, as two tables."""
     rows = []
-    for obj in slime_crs(kube):
-        meta = obj["metadata"]
-        ready, accepted = _condition(obj, "Ready"), _condition(obj, "Accepted")
-        detail = _shorten((ready or accepted or {}).get("message") or "", 60)
+    for obj in slime_objects(kube):
+        meta, ready = obj["metadata"], _condition(obj, "Ready")
+        detail = ready.get("message") or ""
         metrics = (obj.get("status") or {}).get("metricStatus") or {}
-        if metrics:
-            detail = " ".join(f"{k}={v}" for k, v in sorted(metrics.items())) + (f"; {detail}" if detail else "")
-        rows.append([obj["kind"], f"{meta['namespace']}/{meta['name']}", _cond_text(ready),
-                     _cond_text(accepted), detail])
-    efs = []
-    for ef in envoyfilters(kube):
-        meta = ef["metadata"]
-        owners = ", ".join(f"{o['kind']}/{o['name']}" for o in meta.get("ownerReferences") or []) or "-"
-        efs.append([f"{meta['namespace']}/{meta['name']}", owners])
+        if metrics and obj["kind"] == "SmartLimiter":
+            detail = " ".join(f"{k}={v}" for k, v in sorted(metrics.items())) + f"; {detail}"
+        rows.append([obj["kind"], f"{meta['namespace']}/{meta['name']}",
+                     f"{ready.get('status', '-')} ({ready.get('reason', '')})" if ready else "-", _short(detail)])
+    written = []
+    for obj in written_objects(kube):
+        meta = obj["metadata"]
+        owner = (meta.get("annotations") or {}).get("slime.io/owner") or "module"
+        written.append([obj["kind"], f"{meta.get('namespace', '')}/{meta['name']}", owner])
     return "\n".join([
-        _table(["KIND", "NAME", "READY", "ACCEPTED", "DETAIL"], rows) if rows else "No Slime CRs.",
+        _table(["KIND", "NAME", "READY", "DETAIL"], sorted(rows)) if rows else "No Slime objects.",
         "",
-        _table(["ENVOYFILTER", "OWNER"], efs) if efs else "No EnvoyFilters.",
+        _table(["WRITTEN", "NAME", "FOR"], sorted(written)) if written else "Nothing written yet.",
     ])
-
-
-# ------------------------------------------------------------------------------------ the demo
 
 
 class Demo:
     """Everything the demo starts, stopped in reverse order by one ExitStack."""
 
-    def __init__(self, keep: bool, kubeconfig_out: Path, modules: str = MODULES) -> None:
+    def __init__(self, keep: bool, kubeconfig_out: Path) -> None:
         self.keep = keep
-        self.modules = modules
         self.kubeconfig_out = kubeconfig_out
         self.stack = contextlib.ExitStack()
         self.workdir = Path(tempfile.mkdtemp(prefix="slime-demo-"))
         self.exporter: Exporter | None = None
-        self.cpu_total = CPU_LOW
+        self.cpu = CPU_LOW
         self.operator: subprocess.Popen[bytes] | None = None
         self.operator_log = self.workdir / "operator.log"
 
@@ -187,22 +161,21 @@ class Demo:
 
     # -- set-up ---------------------------------------------------------------------------------
 
-    def setup(self, cpu_total: float) -> None:
-        self.cpu_total = cpu_total
+    def setup(self, cpu: float) -> None:
+        if not SAMPLES.is_dir():
+            raise DemoError(f"the samples are not here ({SAMPLES}): run the demo from a source checkout")
+        self.cpu = cpu
         self.cluster = self._start_cluster()
         self.kube = Kube(api_client(str(self.cluster.kubeconfig)))
-        self.cluster.apply_yaml([in_namespace(o) for o in load_manifest(MANIFESTS / "workloads.yaml")])
-        self._wait(lambda: self.mark_pods_running() > 0, 60, "the reviews pods to be created")
         prometheus_url = self._start_prometheus()
+        self._apply_samples()
         self._start_operator(prometheus_url)
-        self._apply_crs()
 
     def _start_cluster(self) -> DevCluster:
         print("Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)...", flush=True)
         ours = crd_files()
         self.stack.callback(shutil.rmtree, ours[0].parent, True)
-        cluster = self.stack.enter_context(
-            DevCluster([*ours, istio_crds()], namespaces=[*DEFAULT_NAMESPACES, NAMESPACE]))
+        cluster = self.stack.enter_context(DevCluster([*ours, istio_crds()], namespaces=list(DEFAULT_NAMESPACES)))
         if self.keep:  # runs before the cluster removes its directory
             self.stack.callback(shutil.copytree, cluster.workdir / "logs", self.workdir / "cluster-logs")
         shutil.copyfile(cluster.kubeconfig, self.kubeconfig_out)
@@ -211,32 +184,47 @@ class Demo:
             self.stack.callback(self.kubeconfig_out.unlink, True)
         phases = ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items())
         print(f"Cluster up at {cluster.server} ({phases}). Try, in another terminal:\n"
-              f"  kubectl --kubeconfig {self.kubeconfig_out} get slime,envoyfilters,pods -A\n"
-              f"  kubectl --kubeconfig {self.kubeconfig_out} -n {NAMESPACE} get smartlimiter {APP} -o yaml",
+              f"  kubectl --kubeconfig {self.kubeconfig_out} get slime -A\n"
+              f"  kubectl --kubeconfig {self.kubeconfig_out} -n {NAMESPACE} describe smartlimiter {ADAPTIVE}",
               flush=True)
         return cluster
 
     def _start_prometheus(self) -> str | None:
         if not prometheus_available():
-            print("Prometheus not found (apt-get install prometheus): the adaptive limit will report "
-                  "missing metrics.", flush=True)
+            print("Prometheus not found (apt-get install prometheus): the adaptive sample will report its "
+                  "metric missing.", flush=True)
             return None
         self.exporter = self.stack.enter_context(Exporter())
-        self.mark_pods_running()  # the pods' CPU series exist before the first scrape
         url: str = self.stack.enter_context(run_prometheus([self.exporter.target], scrape_interval="1s"))
         print(f"Prometheus at {url}, scraping the demo exporter at {self.exporter.target}", flush=True)
         return url
 
+    def _apply_samples(self) -> None:
+        """Every module's samples as a user would apply them, then what the cluster would add: the
+        context Pods reported Running (no kubelet here) and the other context objects."""
+        for module in sample_modules():
+            self.cluster.kubectl("apply", "-f", str(SAMPLES / module))
+            print(f"Applied samples/{module}/", flush=True)
+        for module in sample_modules():
+            for path in sorted((SAMPLES / module / "context").glob("*.yaml")):
+                for obj in documents(path):
+                    status = obj.pop("status", None)
+                    self.cluster.apply_yaml([obj])
+                    if status and obj["kind"] == "Pod":
+                        meta = obj["metadata"]
+                        self.kube.merge_patch(kinds.POD, meta.get("namespace"), meta["name"], {"status": status},
+                                              subresource="status")
+        self.set_cpu(self.cpu)
+
     def _start_operator(self, prometheus_url: str | None) -> None:
         config = self.workdir / "config.yaml"
-        config.write_text(yaml.safe_dump(limiter_config(prometheus_url), sort_keys=False))
+        config.write_text(yaml.safe_dump_all(module_configs(prometheus_url), sort_keys=False))
         liveness, metrics = free_port(), free_port()
         cmd = [sys.executable, "-m", "slime.cli", "run", "--kubeconfig", str(self.cluster.kubeconfig),
-               "--config", str(config), "--modules", self.modules, "--standalone",
-               "--liveness", f"http://127.0.0.1:{liveness}/healthz", "--metrics-addr", f"127.0.0.1:{metrics}",
-               "--log-format", "text"]
+               "--config", str(config), "--standalone", "--liveness", f"http://127.0.0.1:{liveness}/healthz",
+               "--metrics-addr", f"127.0.0.1:{metrics}", "--log-format", "text"]
         log: IO[bytes] = self.stack.enter_context(self.operator_log.open("wb"))
-        print(f"Starting slime run (modules {self.modules}; log {self.operator_log})...", flush=True)
+        print(f"Starting slime run (modules {', '.join(registry.names())}; log {self.operator_log})...", flush=True)
         # Own session: Ctrl-C reaches only the demo, which stops the operator first, in order.
         self.operator = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, preexec_fn=die_with_parent)
@@ -254,55 +242,28 @@ class Demo:
         if self.operator is not None:
             stop_process(self.operator, 20)
 
-    def _apply_crs(self) -> None:
-        ours = [in_namespace(o) for o in load_manifest(MANIFESTS / "smartlimiter.yaml")]
-        sources: dict[Path, list[dict[str, Any]]] = {MANIFESTS / "smartlimiter.yaml": ours}
-        # A sample with the same kind and name as a demo CR would replace it: the demo's wins.
-        sources.update(sample_crs(SAMPLES, {(o["kind"], o["metadata"]["name"]) for o in ours}))
-        for path, objs in sources.items():
-            names = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in objs)
-            try:
-                self.cluster.apply_yaml(objs)
-                print(f"Applied {names} from {path.name}")
-            except DevClusterError as e:  # a rejected sample is worth seeing, not fatal
-                print(f"Rejected {names} from {path}: {e}")
-
     # -- while running ----------------------------------------------------------------------------
 
-    def mark_pods_running(self) -> int:
-        """Give the reviews pods the status a kubelet would (no kubelet here); export their CPU.
-
-        Returns the number of pods."""
-        pods = sorted(self.kube.list(POD, NAMESPACE, f"app={APP}"), key=lambda p: p["metadata"]["name"])
-        for i, pod in enumerate(pods):
-            if (pod.get("status") or {}).get("phase") != "Running":
-                ip = f"10.244.0.{10 + i}"
-                ready = [{"type": t, "status": "True"} for t in ("PodScheduled", "Initialized",
-                                                                 "ContainersReady", "Ready")]
-                status = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1",
-                          "conditions": ready}
-                self.kube.merge_patch(POD, NAMESPACE, pod["metadata"]["name"], {"status": status},
-                                      subresource="status")
-        if self.exporter is not None:
-            for pod in pods:
-                self.exporter.set_cpu(NAMESPACE, pod["metadata"]["name"], self.cpu_total / len(pods))
-        return len(pods)
-
     def set_cpu(self, total: float) -> None:
-        self.cpu_total = total
-        self.mark_pods_running()
-
-    def demo_envoyfilter(self) -> dict[str, Any] | None:
-        return self.kube.get(ENVOY_FILTER, NAMESPACE, f"{APP}.{NAMESPACE}.ratelimit")
+        """Export the adaptive sample's pods' CPU, summing to ``total``."""
+        self.cpu = total
+        if self.exporter is None:
+            return
+        pods = [p for p in self.kube.list(kinds.POD, NAMESPACE)
+                if (p["metadata"].get("labels") or {}).get("app") == ADAPTIVE]
+        for pod in pods:
+            self.exporter.set_cpu(NAMESPACE, pod["metadata"]["name"], total / len(pods))
 
     def settled(self) -> bool:
-        """Every Slime CR of a running module reports a condition; with Prometheus, the adaptive
-        limit is in force."""
-        modules = self.modules.split(",")
-        if self.exporter is not None and "limiter" in modules and self.demo_envoyfilter() is None:
-            return False
-        return all((cr.get("status") or {}).get("conditions") for cr in slime_crs(self.kube)
-                   if MODULE_OF.get(cr["kind"]) in modules)
+        """Every sample has a Ready condition for its current generation."""
+        objects = slime_objects(self.kube)
+        return bool(objects) and all(
+            _condition(o, "Ready") and (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+            for o in objects)
+
+    def not_ready(self) -> list[str]:
+        return [f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}" for o in slime_objects(self.kube)
+                if _condition(o, "Ready").get("status") != "True"]
 
     def check_alive(self) -> None:
         self.cluster.check_alive()
@@ -317,11 +278,11 @@ class Demo:
 
     def header(self, next_flip: float | None) -> str:
         if self.exporter is None:
-            return "No Prometheus: adaptive limits cannot be evaluated."
-        state = "above" if self.cpu_total > CPU_THRESHOLD else "below"
-        effect = "be in force" if state == "above" else "not be in force"
-        text = (f"Exported cpu.sum of {NAMESPACE}/{APP}: {self.cpu_total:g}, {state} the SmartLimiter's "
-                f"threshold {CPU_THRESHOLD:g}: its limit should {effect}")
+            return "No Prometheus: the adaptive sample cannot be evaluated."
+        state = "above" if self.cpu > CPU_THRESHOLD else "below"
+        effect = "in force" if state == "above" else "not in force"
+        text = (f"Exported cpu.sum of {NAMESPACE}/{ADAPTIVE}: {self.cpu:g}, {state} its threshold "
+                f"{CPU_THRESHOLD:g}: its EnvoyFilter should be {effect}")
         if next_flip is not None:
             text += f" (moves in {max(0.0, next_flip - time.monotonic()):.0f}s)"
         return text
@@ -329,11 +290,9 @@ class Demo:
     def _wait(self, check: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            try:
+            with contextlib.suppress(OSError):
                 if check():
                     return
-            except OSError:  # a server not listening yet
-                pass
             if time.monotonic() > deadline:
                 raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
             time.sleep(0.5)
@@ -342,35 +301,33 @@ class Demo:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            self.mark_pods_running()
-            if self.settled():
+            if self.settled() and not self.not_ready():
                 return True
             time.sleep(1)
-        return False
+        return self.settled() and not self.not_ready()
 
 
 def run_once(demo: Demo) -> int:
-    demo.setup(cpu_total=CPU_HIGH)
+    demo.setup(cpu=CPU_HIGH)
     ok = demo.wait_settled(SETTLE_TIMEOUT)
     print("\n" + demo.header(None) + "\n\n" + show_state(demo.kube), flush=True)
     if not ok:
-        print(f"\nNot settled after {SETTLE_TIMEOUT:g}s. Operator log tail:\n{demo.operator_tail()}", flush=True)
+        print(f"\nNot Ready after {SETTLE_TIMEOUT:g}s: {', '.join(demo.not_ready()) or 'status not written'}. "
+              f"Operator log tail:\n{demo.operator_tail()}", flush=True)
         return 1
     return 0
 
 
 def run_forever(demo: Demo) -> None:
-    demo.setup(cpu_total=CPU_LOW)
+    demo.setup(cpu=CPU_LOW)
     next_flip = time.monotonic() + FLIP_EVERY
     while True:
         demo.check_alive()
         if time.monotonic() >= next_flip:
-            demo.set_cpu(CPU_HIGH if demo.cpu_total < CPU_THRESHOLD else CPU_LOW)
+            demo.set_cpu(CPU_HIGH if demo.cpu < CPU_THRESHOLD else CPU_LOW)
             next_flip = time.monotonic() + FLIP_EVERY
-        else:
-            demo.mark_pods_running()
         screen = (f"{demo.header(next_flip)}\n\n{show_state(demo.kube)}\n\n"
-                  f"kubectl --kubeconfig {demo.kubeconfig_out} get slime,envoyfilters -A   Ctrl-C stops the demo.")
+                  f"kubectl --kubeconfig {demo.kubeconfig_out} get slime -A   Ctrl-C stops the demo.")
         if sys.stdout.isatty():
             print("\033[H\033[2J", end="")  # clear the screen: a live view
         else:
@@ -383,10 +340,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m slime.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--once", action="store_true",
-                   help="set up, print the state once things settled, tear down (exit 1 if they did not)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the logs, module config and kubeconfig after exit (path printed)")
-    p.add_argument("--modules", default=MODULES, help=f"modules slime run hosts (default {MODULES})")
+                   help="set up, print the state once things settled, tear down (exit 1 if a sample is not Ready)")
+    p.add_argument("--keep", action="store_true", help="keep the logs and module config after exit (path printed)")
     p.add_argument("--kubeconfig-out", type=Path, default=KUBECONFIG_OUT, help="where to write the kubeconfig")
     return p
 
@@ -400,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     try:
-        with Demo(args.keep, args.kubeconfig_out, args.modules) as demo:
+        with Demo(args.keep, args.kubeconfig_out) as demo:
             if args.once:
                 return run_once(demo)
             run_forever(demo)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import threading
@@ -17,25 +16,27 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from slime.framework.config import ModuleConfig, default_module_config
+from slime import registry
+from slime.framework import observability
+from slime.framework.cluster import Cluster
+from slime.framework.config import ModuleConfig
+from slime.framework.kube import Kube
 from slime.framework.peering import PeeringGate, peering_objects
-from slime.framework.runtime import ModuleRuntime
+from slime.framework.reconciler import Reconciler
+from slime.framework.runtime import ModuleRuntime, Shared, api_client
+
+# kopf's peering: a replica counts as gone when not seen for this long; kopf renews its record
+# 5-10 s before (at least every second). A standby takes over within about the lifetime plus its
+# own poll (kopf's default of 60 s gave 38 s).
+PEERING_LIFETIME = 10
 
 log = logging.getLogger("slime")
-
-# Module kind -> the package whose ``controller.register(registry, runtime)`` wires it in.
-CONTROLLERS = {
-    "limiter": "slime.modules.limiter.controller",
-    "plugin": "slime.modules.plugin.controller",
-    "lazyload": "slime.modules.lazyload.controller",
-    "boot": "slime.boot.controller",
-}
 PEERING_NAME = "slime"
 
 
 @dataclass
 class RunOptions:
-    modules: list[str] = field(default_factory=lambda: list(CONTROLLERS))
+    modules: list[str] | None = None  # None: every module of the registry
     configs: list[ModuleConfig] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
     kubeconfig: str | None = None
@@ -43,30 +44,27 @@ class RunOptions:
     metrics_addr: str | None = "0.0.0.0:9090"
     peering: bool = True
     priority: int | None = None
+    peering_lifetime: int = PEERING_LIFETIME
     log_json: bool = True
     verbose: bool = False
 
 
-def module_runtimes(options: RunOptions) -> list[ModuleRuntime]:
-    """The enabled modules, each with its config (upstream's defaults when none is given)."""
-    by_kind = {cfg.effective_kind: cfg for cfg in options.configs}
+def module_runtimes(options: RunOptions, shared: Shared) -> list[ModuleRuntime]:
+    """The enabled modules, each with its validated settings (upstream's defaults when none given)."""
     runtimes = []
-    for kind in options.modules:
-        if kind not in CONTROLLERS:
-            raise ValueError(f"unknown module {kind!r}; known: {', '.join(CONTROLLERS)}")
-        cfg = by_kind.get(kind) or default_module_config(kind)
-        if not cfg.enable:
-            log.info("Skipped module %s: disabled in its config", kind)
-            continue
-        runtimes.append(ModuleRuntime(name=cfg.name or kind, kind=kind, config=cfg, kubeconfig=options.kubeconfig,
+    for module, settings, cfg in registry.settings_for(options.configs, options.modules):
+        runtimes.append(ModuleRuntime(module=module, settings=settings, shared=shared, config=cfg,
                                       namespaces=list(options.namespaces)))
+    skipped = set(options.modules or registry.names()) - {r.module.name for r in runtimes}
+    for name in sorted(skipped):
+        log.info("Skipped module %s: disabled in its config", name)
     return runtimes
 
 
 def build_registry(runtimes: list[ModuleRuntime], options: RunOptions) -> kopf.OperatorRegistry:
-    registry = kopf.OperatorRegistry()
+    kopf_registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=registry)
+    @kopf.on.login(registry=kopf_registry)
     def login(**kwargs: Any) -> Any:
         if options.kubeconfig is None:
             creds = kopf.login_with_service_account(**kwargs)
@@ -74,30 +72,26 @@ def build_registry(runtimes: list[ModuleRuntime], options: RunOptions) -> kopf.O
                 return creds
         return kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.startup(registry=kopf_registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = "slime.io/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="slime.io")
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="slime.io")
-        settings.posting.level = logging.WARNING  # only warnings become Kubernetes Events
+        settings.posting.enabled = False  # our own Events (slime.framework.events), de-duplicated
         settings.watching.server_timeout = 300
         settings.execution.max_workers = 16
+        settings.peering.lifetime = options.peering_lifetime
 
     for runtime in runtimes:
-        controller = importlib.import_module(CONTROLLERS[runtime.kind])
-        controller.register(registry, runtime)
-        log.info("Registered module %s (kind %s)", runtime.name, runtime.kind)
-    return registry
+        Reconciler(runtime).register(kopf_registry)
+        log.info("Registered module %s (kinds %s)", runtime.name, ", ".join(i.kind for i in runtime.module.kinds))
+    return kopf_registry
 
 
-def ensure_peering(options: RunOptions) -> None:
+def ensure_peering(kube: Kube, options: RunOptions) -> None:
     """Create the peering object replicas elect through, if missing (kopf needs it to exist)."""
     from kubernetes.client.exceptions import ApiException
 
-    from slime.framework.kube import Kube
-    from slime.framework.runtime import api_client
-
-    kube = Kube(api_client(options.kubeconfig))
     for kind, ns in peering_objects(options.namespaces):
         try:
             if kube.get(kind, ns, PEERING_NAME) is None:
@@ -107,6 +101,17 @@ def ensure_peering(options: RunOptions) -> None:
         except ApiException as e:
             log.warning("Could not ensure %s %s (%s): replicas will not elect a leader", kind.kind,
                         PEERING_NAME, e.reason)
+
+
+class QuietRetries(logging.Filter):
+    """kopf logs every retry of a failed request; during an apiserver outage that is a line per
+    watch every few seconds. Keep the first attempt's line (the outage started) and drop the rest."""
+
+    REPEAT = re.compile(r"^Request attempt #(\d+)(/\d+)? failed; will retry")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        m = self.REPEAT.match(record.getMessage())
+        return m is None or m.group(1) == "1"
 
 
 class QuietWatchHandlers(logging.Filter):
@@ -126,23 +131,29 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
                    log_format=kopf.LogFormat.JSON if options.log_json else kopf.LogFormat.FULL,
                    log_refkey="object" if options.log_json else None)
     logging.getLogger("kopf.objects").addFilter(QuietWatchHandlers())
-    runtimes = module_runtimes(options)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietRetries())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # no line per /healthz probe
+    observability.set_build_info(version())
+    kube = Kube(api_client(options.kubeconfig))
+    shared = Shared(kube=kube, cluster=Cluster(kube, options.namespaces))
+    runtimes = module_runtimes(options, shared)
     # Peers with the highest priority run; the others pause: one active replica.
     priority = options.priority if options.priority is not None else random.randint(1, 2**31 - 1)
     identity = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
     if options.peering:
-        ensure_peering(options)
-    for runtime in runtimes:
-        runtime.peering = PeeringGate(identity=identity, priority=priority, namespaces=options.namespaces,
-                                      name=PEERING_NAME, standalone=not options.peering,
-                                      kube_factory=functools.partial(getattr, runtime, "kube"))
-    registry = build_registry(runtimes, options)
+        ensure_peering(kube, options)
+    shared.peering = PeeringGate(identity=identity, priority=priority, namespaces=options.namespaces,
+                                 name=PEERING_NAME, standalone=not options.peering, kube_factory=lambda: kube)
+    shared.peering.on_change(lambda active: observability.ACTIVE.set(1 if active else 0))
+    observability.ACTIVE.set(0 if options.peering else 1)
+    kopf_registry = build_registry(runtimes, options)
     if options.metrics_addr:
         host, _, port = options.metrics_addr.rpartition(":")
         start_http_server(int(port), addr=host or "0.0.0.0")
         log.info("Serving metrics on %s/metrics", options.metrics_addr)
     asyncio.run(kopf.operator(
-        registry=registry,
+        registry=kopf_registry,
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,
         standalone=not options.peering,
@@ -153,3 +164,13 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     ))
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("slime")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"

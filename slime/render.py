@@ -1,47 +1,39 @@
-"""``slime render``: the Istio objects the operator would write, from files, without a cluster.
+"""``slime render``: the objects the operator would write, from files, without a cluster.
 
-Files hold Slime CRs plus cluster objects (Services, Pods, Endpoints, Namespaces,
-DestinationRules, ServiceEntries, the RLS ConfigMap) as context. Each SmartLimiter's
-context is built by ``limiter_context``, the helper the operator uses, and rendered by
-the module's pure render. Kinds whose module has no render yet are validated only.
+Files hold Slime CRs plus cluster objects (Services, Pods, DestinationRules, ...) as context.
+Each CR goes through exactly the operator's path: its module's ``context`` over a view of the
+given objects, its module's ``render``, the shared checks (``slime.framework.finish``), and the
+module's shared outputs (the limiter's RLS ConfigMap) built by the module's one builder.
 
 Decisions:
 
-* Pod counts (``<set>.pod``) come only from the Pod objects given; ``--metrics`` may not
-  set them (an error), as the operator never takes them from Prometheus.
-* ``--metrics`` values are ignored (with a note) when the limiter config sets
-  ``disableAdaptive``: the operator would query no Prometheus.
-* Every problem is an error: bad input, and problems the render reports (missing metric,
-  bad expression...). All are collected; nothing is printed when there is one.
-* The RLS ConfigMap (``general.rlsConfigMap``) is output when a SmartLimiter has global
-  limits or the ConfigMap is among the inputs: its ``config.yaml`` merged from the given
-  one (or empty) exactly as the operator rewrites it.
+* ``--metrics`` gives each CR's metric values (``<namespace>/<name>`` -> {key: value}), as
+  Prometheus would in a cluster; the module decides what it uses (the limiter takes pod counts
+  only from the Pods given, never from this file).
+* Every problem is an error: bad input, and CRs the render reports not Ready (a missing metric,
+  a bad expression...). All are collected; nothing is printed when there is one.
+* Objects are printed as the render produced them (the operator adds its ownership labels).
 """
 
 from __future__ import annotations
 
+import difflib
+import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
-from slime.crds import KINDS
-from slime.framework.config import ModuleConfig, default_module_config
+from slime import registry
+from slime.framework.config import ConfigError, ModuleConfig
+from slime.framework.finish import finish
 from slime.framework.metrics import format_value
-from slime.framework.validation import describe, parse_spec
-from slime.modules.limiter.api import KIND as LIMITER_KIND
-from slime.modules.limiter.api import LimiterConfig
-from slime.modules.limiter.context import is_pod_count, limiter_context
-from slime.modules.limiter.render import render_smartlimiter
-from slime.modules.limiter.rls import CONFIG_KEY, merge_rls_config
+from slime.framework.module import Metrics, Module, ObjectsView, Rendered, Settings
 
 SUFFIXES = (".yaml", ".yml", ".json")
-CONTEXT_KINDS = ("Service", "Pod", "Endpoints", "Namespace", "DestinationRule", "ServiceEntry", "ConfigMap")
-CLUSTER_SCOPED = ("Namespace",)
-SLIME_KINDS = {info.kind: info for info in KINDS}
+STDIN = Path("-")
 
 
 class RenderError(Exception):
@@ -58,6 +50,7 @@ class Source:
 
     obj: dict[str, Any]
     file: str
+    namespaced: bool = True
 
     @property
     def kind(self) -> str:
@@ -65,7 +58,7 @@ class Source:
 
     @property
     def namespace(self) -> str:
-        if self.kind in CLUSTER_SCOPED:
+        if not self.namespaced:
             return ""
         return str((self.obj.get("metadata") or {}).get("namespace") or "default")
 
@@ -75,18 +68,30 @@ class Source:
 
     @property
     def label(self) -> str:
-        """``SmartLimiter default/reviews``: how messages name the object."""
+        """``file: SmartLimiter default/reviews``: how messages name the object."""
         return f"{self.file}: {self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+
+
+@dataclass
+class Output:
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # each CR with its computed status
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- loading
 
 
-def _files(path: Path, errors: list[str]) -> list[Path]:
+def _files(path: Path, recursive: bool, errors: list[str]) -> list[Path]:
+    if path == STDIN:
+        return [path]
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        pattern = path.rglob("*") if recursive else path.glob("*")
+        found = sorted(p for p in pattern if p.suffix in SUFFIXES and p.is_file())
         if not found:
-            errors.append(f"{path}: no {', '.join(SUFFIXES)} files in this directory")
+            hint = "" if recursive else " (add -R to read its subdirectories)"
+            errors.append(f"{path}: no {', '.join(SUFFIXES)} files in this directory{hint}")
         return found
     if not path.exists():
         errors.append(f"{path}: no such file or directory")
@@ -94,9 +99,13 @@ def _files(path: Path, errors: list[str]) -> list[Path]:
     return [path]
 
 
+def _read(path: Path) -> str:
+    return sys.stdin.read() if path == STDIN else path.read_text()
+
+
 def _documents(path: Path, errors: list[str]) -> list[Any]:
     try:
-        return list(yaml.safe_load_all(path.read_text()))
+        return list(yaml.safe_load_all(_read(path)))
     except OSError as e:
         errors.append(f"{path}: {e.strerror or e}")
     except yaml.YAMLError as e:
@@ -129,21 +138,33 @@ def _objects(doc: Any, where: str, errors: list[str]) -> Iterable[dict[str, Any]
         yield doc
 
 
-def load_paths(paths: Sequence[Path]) -> tuple[list[Source], list[str]]:
-    """Every object in the files (directories recursively), and the problems found."""
+def _namespaced(obj: Mapping[str, Any]) -> bool:
+    from slime.framework import kinds
+
+    try:
+        return kinds.of(obj).namespaced
+    except kinds.UnknownKindError:
+        return True
+
+
+def load_paths(paths: Sequence[Path], recursive: bool = False) -> tuple[list[Source], list[str]]:
+    """Every object in the files (``-`` is stdin; directories recursively only with ``recursive``)."""
+    registry.modules()  # registers Slime's kinds
     errors: list[str] = []
     sources: list[Source] = []
-    seen: dict[tuple[str, str, str], str] = {}
+    seen: dict[tuple[str, str, str], Source] = {}
     for path in paths:
-        for file in _files(path, errors):
+        for file in _files(path, recursive, errors):
+            name = "<stdin>" if file == STDIN else str(file)
             for i, doc in enumerate(_documents(file, errors)):
-                for obj in _objects(doc, f"{file}: document {i + 1}", errors):
-                    src = Source(obj, str(file))
+                for obj in _objects(doc, f"{name}: document {i + 1}", errors):
+                    src = Source(obj, name, _namespaced(obj))
                     key = (src.kind, src.namespace, src.name)
                     if key in seen:
-                        errors.append(f"{src.label}: defined twice (also in {seen[key]})")
+                        if seen[key].obj != obj:  # the same object twice (a shared Namespace) is fine
+                            errors.append(f"{src.label}: defined twice, differently (also in {seen[key].file})")
                         continue
-                    seen[key] = src.file
+                    seen[key] = src
                     sources.append(src)
     return sources, errors
 
@@ -159,7 +180,7 @@ def load_metrics(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
     out: dict[str, dict[str, str]] = {}
     for key, values in (docs[0] if docs else {}).items():
         if not isinstance(key, str) or key.count("/") != 1 or not all(key.split("/")):
-            errors.append(f"{path}: {key!r}: key must be '<namespace>/<name>' of a SmartLimiter")
+            errors.append(f"{path}: {key!r}: key must be '<namespace>/<name>' of a Slime object")
             continue
         if not isinstance(values, dict):
             errors.append(f"{path}: {key}: expected a mapping of metric name to value")
@@ -167,169 +188,158 @@ def load_metrics(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
         out[key] = {}
         for metric, value in values.items():
             where = f"{path}: {key}: {metric}"
-            if is_pod_count(str(metric)):
-                errors.append(f"{where}: pod counts come from the Pod objects given, not from --metrics")
-            elif isinstance(value, bool) or not isinstance(value, int | float | str):
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
                 errors.append(f"{where}: expected a number, got {type(value).__name__}")
+                continue
+            text = format_value(value) if isinstance(value, float) else str(value)
+            if text is None:
+                errors.append(f"{where}: {value} is not a finite number")
             else:
-                text = format_value(value) if isinstance(value, float) else str(value)
-                if text is None:
-                    errors.append(f"{where}: {value} is not a finite number")
-                else:
-                    out[key][str(metric)] = text
+                out[key][str(metric)] = text
     return out, errors
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def _module_config(configs: Sequence[ModuleConfig], kind: str) -> ModuleConfig:
-    return next((c for c in configs if c.effective_kind == kind), None) or default_module_config(kind)
+def _slime_groups() -> set[str]:
+    return {info.group for info in registry.crd_infos()}
 
 
-def _check_slime_object(src: Source) -> list[str]:
-    info = SLIME_KINDS[src.kind]
-    if src.obj.get("apiVersion") != info.api_version:
+def _check_kind(src: Source) -> str | None:
+    """Why a Slime-group object is not one of our kinds, or None."""
+    group = str(src.obj.get("apiVersion", "")).rpartition("/")[0]
+    infos = [info for info in registry.crd_infos() if info.kind == src.kind]
+    if not infos:
+        if group not in _slime_groups():
+            return None
+        known = [info.kind for info in registry.crd_infos() if info.group == group]
+        close = difflib.get_close_matches(src.kind, known, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(known)})"
+        return f"{src.label}: unknown kind {src.kind} in {group}{hint}"
+    if all(src.obj.get("apiVersion") != info.api_version for info in infos):
         got = src.obj.get("apiVersion")
-        return [
-            f"{src.label}: apiVersion: expected {info.api_version}, got {got!r}"
-            if got
-            else f"{src.label}: apiVersion: missing (expected {info.api_version})"
-        ]
-    _, problems = parse_spec(info.spec, src.obj.get("spec"))
-    return [f"{src.label}: {_whole_spec_rule(p)}" for p in problems]
+        want = infos[0].api_version
+        return f"{src.label}: apiVersion: expected {want}, got {got!r}" if got else \
+            f"{src.label}: apiVersion: missing (expected {want})"
+    return None
 
 
-def _whole_spec_rule(line: str) -> str:
-    # A rule over the whole spec already names its fields: "spec: Value error, spec.sets..." -> "spec.sets..."
-    line = line.replace(": Value error, ", ": ", 1)
-    return line.removeprefix("spec: ") if line.startswith("spec: spec.") else line
+def status_document(cr: Mapping[str, Any], rendered: Rendered) -> dict[str, Any]:
+    """The CR with the status the operator would write (no timestamps, no observedGeneration)."""
+    meta = cr.get("metadata") or {}
+    status: dict[str, Any] = dict(rendered.status) if rendered.objects is not None else {}
+    status["conditions"] = [{"type": c.type, "status": c.status_text, "reason": c.reason, "message": c.message}
+                            for c in rendered.conditions]
+    return {"apiVersion": cr.get("apiVersion"), "kind": cr.get("kind"),
+            "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace") or "default"},
+            "status": status}
 
 
-def _rls_configmap(
-    limiters: list[tuple[Source, list[dict[str, Any]]]],
-    config: LimiterConfig,
-    by_kind: Mapping[str, list[Source]],
-    notes: list[str],
-) -> tuple[dict[str, Any] | None, list[str]]:
-    """The RLS ConfigMap as the operator rewrites it, or None if it would not touch it."""
-    ref = config.rlsConfigMap
-    any_global = any(entries for _, entries in limiters)
-    if config.disableGlobalRateLimit or not limiters:
-        return None, []
-    if ref is None or not ref.name or not ref.namespace:
-        if any_global:
-            notes.append("global limits are not written to a ConfigMap: general.rlsConfigMap is not set")
-        return None, []
-    existing = next(
-        (s for s in by_kind.get("ConfigMap", []) if (s.namespace, s.name) == (ref.namespace, ref.name)), None
-    )
-    if existing is None and not any_global:
-        return None, []
-    data = dict((existing.obj.get("data") or {}) if existing else {})
-    text = data.get(CONFIG_KEY)
+def render_one(module: Module, settings: Settings, cr: dict[str, Any], view: ObjectsView,
+               metrics: Mapping[str, str]) -> Rendered:
+    """One CR through its module, as the operator does it."""
+    given = Metrics(values=dict(metrics), source="file") if metrics else Metrics()
+    ctx = module.context(cr, view, settings, given)
+    return finish(module, cr, module.render(cr, ctx))
+
+
+def render_sources(sources: Sequence[Source], configs: Sequence[ModuleConfig],
+                   metrics: Mapping[str, Mapping[str, str]]) -> Output:
+    """Render every Slime CR of ``sources``; see the module docstring."""
+    out = Output()
     try:
-        for src, entries in limiters:
-            text = merge_rls_config(text, src.name, src.namespace, entries, config.rls_domain)
+        enabled = registry.settings_for(list(configs))
+    except ConfigError as e:
+        out.errors.append(f"--config: {e}")
+        return out
+    settings_of = {module.name: (module, settings) for module, settings, _ in enabled}
+    view = ObjectsView(_with_namespace(s) for s in sources)
+    read_kinds = {k.kind for m in registry.modules() for k in (*m.reads, *([m.shared.kind] if m.shared else []))}
+    shared_parts: dict[str, dict[tuple[str, str], Any]] = {}
+    crs: list[str] = []
+    for src in sorted(sources, key=lambda s: (s.kind, s.namespace, s.name)):
+        module = registry.module_of_kind(str(src.obj.get("apiVersion", "")), src.kind)
+        problem = _check_kind(src)
+        if problem:
+            out.errors.append(problem)
+            continue
+        if module is None:
+            if src.kind not in read_kinds and src.kind != "Namespace":
+                out.notes.append(f"{src.label}: not a kind any module reads, ignored")
+            continue
+        if module.name not in settings_of:
+            out.notes.append(f"{src.label}: module {module.name} is disabled in its config, skipped")
+            continue
+        _, settings = settings_of[module.name]
+        cr = _with_namespace(src)
+        crs.append(f"{src.namespace}/{src.name}")
+        rendered = render_one(module, settings, cr, view, metrics.get(f"{src.namespace}/{src.name}", {}))
+        if not rendered.in_scope:
+            out.notes.append(f"{src.label}: istio.io/rev out of this instance's scope (global.istioRev), skipped")
+            continue
+        out.statuses.append(status_document(cr, rendered))
+        ready = rendered.ready
+        if ready is not None and ready.status_text != "True":
+            reason = "" if ready.reason == "InvalidSpec" else f" ({ready.reason})"
+            out.errors.append(f"{src.label}: {ready.message}{reason}")
+        out.objects += rendered.objects or []
+        if module.shared is not None:
+            shared_parts.setdefault(module.name, {})[(src.namespace, src.name)] = rendered.shared
+    out.notes += [f"--metrics: {key}: no Slime object of that name in the input" for key in metrics if key not in crs]
+    for name, parts in shared_parts.items():
+        module, settings = settings_of[name]
+        _shared_output(module, settings, parts, view, out)
+    out.objects.sort(key=_order)
+    return out
+
+
+def _shared_output(module: Module, settings: Settings, parts: Mapping[tuple[str, str], Any],
+                   view: ObjectsView, out: Output) -> None:
+    assert module.shared is not None
+    ref = module.shared.ref(settings)
+    if ref is None:
+        if any(parts.values()):
+            out.notes.append(f"module {module.name}: shared {module.shared.kind.kind} not written: "
+                             "the module config names none")
+        return
+    kind, namespace, name = ref
+    existing = view.get(kind, namespace, name)
+    try:
+        obj = module.shared.build(existing, parts, settings)
     except (yaml.YAMLError, ValueError) as e:
-        where = existing.label if existing else f"ConfigMap {ref.namespace}/{ref.name}"
-        return None, [f"{where}: data.{CONFIG_KEY}: {e}"]
-    metadata: dict[str, Any] = {"name": ref.name, "namespace": ref.namespace}
-    if existing and (existing.obj["metadata"].get("labels")):
-        metadata["labels"] = dict(existing.obj["metadata"]["labels"])
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {**data, CONFIG_KEY: text}}, []
+        out.errors.append(f"{kind.kind} {namespace}/{name}: {e}")
+        return
+    if obj is not None:
+        out.objects.append(obj)
 
 
-def render_objects(
-    sources: Sequence[Source],
-    configs: Sequence[ModuleConfig],
-    metrics: Mapping[str, Mapping[str, str]],
-    notes: list[str] | None = None,
-) -> list[dict[str, Any]]:
-    """The objects the operator would write for ``sources``, sorted by (kind, namespace, name).
-
-    Raises ``RenderError`` with every problem. Notes (skipped objects, ignored input) are
-    appended to ``notes``.
-    """
-    notes = notes if notes is not None else []
-    errors: list[str] = []
-    by_kind: dict[str, list[Source]] = {}
-    for src in sources:
-        by_kind.setdefault(src.kind, []).append(src)
-        if src.kind not in SLIME_KINDS and src.kind not in CONTEXT_KINDS:
-            notes.append(f"{src.label}: not a Slime or context kind, ignored")
-
-    limiter_cfg = _module_config(configs, "limiter")
-    try:
-        config = LimiterConfig.model_validate(limiter_cfg.general)
-    except ValidationError as e:
-        raise RenderError([f"module config {limiter_cfg.name!r}: {p}" for p in describe(e, "general")]) from None
-
-    def objs(kind: str) -> list[dict[str, Any]]:
-        return [s.obj for s in by_kind.get(kind, [])]
-
-    output: list[dict[str, Any]] = []
-    limiters: list[tuple[Source, list[dict[str, Any]]]] = []
-    for src in sorted(by_kind.get(LIMITER_KIND, []), key=lambda s: (s.namespace, s.name)):
-        problems = _check_slime_object(src)
-        if problems:
-            errors += problems
-            continue
-        given = metrics.get(f"{src.namespace}/{src.name}", {})
-        if given and config.disableAdaptive:
-            notes.append(f"{src.label}: --metrics ignored: disableAdaptive is set, only pod counts are used")
-        ctx = limiter_context(
-            src.obj,
-            objs("Service"),
-            objs("Pod"),
-            objs("DestinationRule"),
-            given,
-            config,
-            limiter_cfg.globals,
-            objs("ServiceEntry"),
-        )
-        result = render_smartlimiter(src.obj, ctx)
-        if not result.in_scope:
-            notes.append(f"{src.label}: istio.io/rev out of this instance's scope (global.istioRev), skipped")
-            continue
-        errors += [f"{src.label}: {p.message} ({p.reason})" for p in result.problems]
-        output += result.envoyfilters
-        limiters.append((src, result.rls_descriptors))
-
-    for info in KINDS:
-        for src in by_kind.get(info.kind, []) if info.kind != LIMITER_KIND else []:
-            problems = _check_slime_object(src)
-            errors += problems
-            if not problems:
-                notes.append(f"{src.label}: no render yet, validated only")
-
-    names = {f"{s.namespace}/{s.name}" for s in by_kind.get(LIMITER_KIND, [])}
-    notes += [f"--metrics: {key}: no SmartLimiter of that name in the input" for key in metrics if key not in names]
-
-    configmap, problems = _rls_configmap(limiters, config, by_kind, notes)
-    errors += problems
-    if configmap is not None:
-        output.append(configmap)
-    if errors:
-        raise RenderError(errors)
-    return sorted(output, key=lambda o: (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+def _with_namespace(src: Source) -> dict[str, Any]:
+    meta = dict(src.obj.get("metadata") or {})
+    if src.namespaced:
+        meta["namespace"] = src.namespace
+    return {**src.obj, "metadata": meta}
 
 
-def render_paths(
-    paths: list[Path],
-    configs: list[ModuleConfig],
-    metrics_path: Path | None,
-    notes: list[str] | None = None,
-) -> list[dict]:
-    """Load the files and render them; see ``render_objects``."""
-    sources, errors = load_paths(paths)
+def _order(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = obj.get("metadata") or {}
+    return str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name"))
+
+
+def render_paths(paths: Sequence[Path], configs: Sequence[ModuleConfig], metrics_path: Path | None,
+                 recursive: bool = False) -> Output:
+    """Load the files and render them; input errors stop before rendering."""
+    sources, errors = load_paths(paths, recursive)
     metrics: dict[str, dict[str, str]] = {}
     if metrics_path is not None:
         metrics, metric_errors = load_metrics(metrics_path)
         errors += metric_errors
+    if not errors and not sources:
+        errors.append("no objects in the input" + ("" if recursive else " (directories are read without -R: "
+                                                   "only their own files)"))
     if errors:
-        raise RenderError(errors)
-    return render_objects(sources, configs, metrics, notes)
+        return Output(errors=errors)
+    return render_sources(sources, configs, metrics)
 
 
 class YamlDumper(yaml.SafeDumper):
@@ -349,4 +359,5 @@ YamlDumper.add_representer(str, _str)
 
 def dump_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
     """The objects as a YAML stream, keys in render order."""
-    return yaml.dump_all(objects, Dumper=YamlDumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(objects, Dumper=YamlDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                         width=120)

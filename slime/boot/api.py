@@ -34,41 +34,49 @@ class SlimeBootModule(ModuleConfig):
 
 
 class Image(SlimeModel):
-    pullPolicy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    repository: str = ""
-    tag: str = ""
+    """The container image."""
+
+    pullPolicy: Literal["Always", "IfNotPresent", "Never"] | None = Field(default=None, description="When to pull")
+    repository: str = Field(default="", description="Image repository")
+    tag: str = Field(default="", description="Image tag")
 
 
 class Service(SlimeModel):
+    """The modules' Service."""
+
     type: str = Field(default="ClusterIP", description="Service type")
-    port: int = 80
+    port: int = Field(default=80, description="Service port of the module's HTTP endpoints")
     auxiliaryPort: int = Field(default=8081, description="Health, log level and debug endpoints")
     logSourcePort: int = Field(default=8082, description="Access-log gRPC port (lazyload)")
-    mcpOverXdsPort: int = 16010
+    mcpOverXdsPort: int = Field(default=16010, description="MCP-over-xDS port (meshregistry)")
 
 
 class ServiceAccount(SlimeModel):
-    create: bool = True
+    """The modules' ServiceAccount."""
+
+    create: bool = Field(default=True, description="Create it (else it must exist)")
 
 
 class SidecarInject(SlimeModel):
-    enable: bool = False
+    """Istio sidecar injection of the global-sidecar."""
+
+    enable: bool = Field(default=False, description="Inject a sidecar")
     mode: Literal["pod", "namespace"] | None = Field(default=None, description="pod: inject by labels")
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Pod labels that ask for injection")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Pod annotations that ask for injection")
 
 
 class GlobalSidecar(SlimeModel):
     """lazyload's global-sidecar, the fallback route for calls outside a fence."""
 
-    enable: bool = False
-    port: int = 0
-    probePort: int = 0
-    replicas: int = 0
-    image: Image | None = None
-    sidecarInject: SidecarInject | None = None
+    enable: bool = Field(default=False, description="Deploy the global-sidecar")
+    port: int = Field(default=0, description="Port the global-sidecar serves on")
+    probePort: int = Field(default=0, description="Port of its readiness probe")
+    replicas: int = Field(default=0, description="Replicas of the global-sidecar")
+    image: Image | None = Field(default=None, description="Its image")
+    sidecarInject: SidecarInject | None = Field(default=None, description="Istio sidecar injection")
     resources: dict[str, Any] | None = _opaque("Container resources")
-    legacyFilterName: bool = False
+    legacyFilterName: bool = Field(default=False, description="Use upstream's old EnvoyFilter names")
     affinity: dict[str, Any] | None = _opaque("Pod affinity")
     tolerations: list[dict[str, Any]] | None = _opaque("Pod tolerations")
     type: str | None = Field(default=None, description="Deprecated: ignored; use general.globalSidecarMode")
@@ -78,7 +86,9 @@ class GlobalSidecar(SlimeModel):
 
 
 class Component(SlimeModel):
-    globalSidecar: GlobalSidecar | None = None
+    """Extra components deployed with the modules."""
+
+    globalSidecar: GlobalSidecar | None = Field(default=None, description="Lazyload's global-sidecar")
     pilot: dict[str, Any] | None = _opaque("Deprecated: ignored")
 
 
@@ -86,22 +96,22 @@ class SlimeBootSpec(SlimeModel):
     """What to deploy: module configs plus the Deployment's settings."""
 
     module: list[SlimeBootModule] = Field(default_factory=list, description="Module configs; a bundle first")
-    component: Component | None = None
+    component: Component | None = Field(default=None, description="Extra components (the global-sidecar)")
     namespace: str = Field(default="mesh-operator", description="Namespace of everything deployed")
     istioNamespace: str = Field(default="istio-system", description="Istio's namespace")
-    image: Image | None = None
-    replicaCount: int = 1
-    service: Service | None = None
+    image: Image | None = Field(default=None, description="The modules' image")
+    replicaCount: int = Field(default=1, description="Replicas of each module Deployment")
+    service: Service | None = Field(default=None, description="The modules' Service")
     resources: dict[str, Any] | None = _opaque("Container resources")
     imagePullSecrets: list[dict[str, Any]] | None = _opaque("Pod imagePullSecrets")
-    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    nodeSelector: dict[str, str] = Field(default_factory=dict, description="Pod nodeSelector")
     podSecurityContext: dict[str, Any] | None = _opaque("Pod securityContext")
     containerSecurityContext: dict[str, Any] | None = _opaque("Container securityContext")
     tolerations: list[dict[str, Any]] | None = _opaque("Pod tolerations")
     affinity: dict[str, Any] | None = _opaque("Pod affinity")
     volumes: list[dict[str, Any]] | None = _opaque("Pod volumes")
     volumeMounts: list[dict[str, Any]] | None = _opaque("Container volumeMounts")
-    serviceAccount: ServiceAccount | None = None
+    serviceAccount: ServiceAccount | None = Field(default=None, description="The modules' ServiceAccount")
     args: list[str] = Field(default_factory=list, description="Container args")
     env: list[dict[str, Any]] | None = _opaque("Container env")
     podAnnotations: dict[str, str] = Field(

@@ -123,8 +123,8 @@ def client_pod(name: str, namespace: str, *, app_image: str) -> dict[str, Any]:
 def operator_objects(manifest: Path, *, image: str, config: list[dict[str, Any]] | None = None,
                      replicas: int = 1, metrics_cluster_ip: str | None = None) -> list[dict[str, Any]]:
     """``deploy/slime.yaml`` as shipped, with the bed's image (``Never`` pulled), replica count and
-    module config; plus a Service for its /metrics (``metrics_cluster_ip``: a fixed address the
-    test Prometheus scrapes)."""
+    module config; its /metrics Service ``slime-metrics`` (added if the manifest has none) gets
+    ``metrics_cluster_ip``, a fixed address the test Prometheus scrapes."""
     objects = [o for o in yaml.safe_load_all(manifest.read_text()) if o]
     for obj in objects:
         if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "slime":
@@ -136,10 +136,14 @@ def operator_objects(manifest: Path, *, image: str, config: list[dict[str, Any]]
         if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "slime-config" and config is not None:
             obj["data"]["config.yaml"] = yaml.safe_dump(config, sort_keys=False)
     if metrics_cluster_ip:
-        svc = service("slime-metrics", "mesh-operator", 9090, selector={"app.kubernetes.io/name": "slime"},
-                      cluster_ip=metrics_cluster_ip)
-        svc["spec"]["ports"][0]["name"] = "metrics"
-        objects.append(svc)
+        shipped = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "slime-metrics"]
+        if shipped:
+            shipped[0]["spec"]["clusterIP"] = metrics_cluster_ip
+        else:
+            svc = service("slime-metrics", "mesh-operator", 9090, selector={"app.kubernetes.io/name": "slime"},
+                          cluster_ip=metrics_cluster_ip)
+            svc["spec"]["ports"][0]["name"] = "metrics"
+            objects.append(svc)
     return objects
 
 

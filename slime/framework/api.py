@@ -26,19 +26,19 @@ class SlimeModel(BaseModel):
 class Condition(SlimeModel):
     """A Kubernetes-style status condition (metav1.Condition)."""
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
+    type: str = Field(description="Ready, or a module-specific type such as MetricsAvailable")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown")
     reason: str = Field(default="", description="CamelCase reason for the last transition")
-    message: str = ""
-    lastTransitionTime: str = ""
-    observedGeneration: int = 0
+    message: str = Field(default="", description="What is wrong, naming the field; or what is in force")
+    lastTransitionTime: str = Field(default="", description="When status last changed (RFC 3339)")
+    observedGeneration: int = Field(default=0, description="metadata.generation the condition is about")
 
 
 class StatusBase(SlimeModel):
     """Fields every kind adds to its upstream status."""
 
     observedGeneration: int | None = Field(default=None, description="metadata.generation the status is for")
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and module-specific conditions")
 
 
 class ObjectMeta(BaseModel):

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from slime.framework.api import SlimeModel
 from slime.framework.metrics import MetricConfig
-from slime.framework.validation import field_path
+from slime.framework.validation import describe
 
 OPAQUE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
@@ -28,19 +28,19 @@ class ConfigError(ValueError):
 
 
 class LogRotateConfig(SlimeModel):
-    filePath: str = ""
-    maxSizeMB: int = 0
-    maxBackups: int = 0
-    maxAgeDay: int = 0
-    compress: bool = False
+    filePath: str = Field(default="", description="Log file (default /tmp/log/slime.log)")
+    maxSizeMB: int = Field(default=0, description="Rotate at this size in MB (default 100)")
+    maxBackups: int = Field(default=0, description="Rotated files kept (default 10)")
+    maxAgeDay: int = Field(default=0, description="Days a rotated file is kept (default 10)")
+    compress: bool = Field(default=False, description="Gzip rotated files")
 
 
 class LogConfig(SlimeModel):
     logLevel: str = Field(default="", description="debug, info, warn, error (default info)")
     klogLevel: int = Field(default=0, description="client-go verbosity (default 5)")
     logRotate: bool = Field(default=False, description="Write to a rotated file instead of stdout")
-    logRotateConfig: LogRotateConfig | None = None
-    enableQuote: bool = False
+    logRotateConfig: LogRotateConfig | None = Field(default=None, description="Where and how logs rotate")
+    enableQuote: bool = Field(default=False, description="Quote log field values")
     ilogLevel: str = Field(default="", description='Per-scope levels, e.g. "default:info,xdsc:warn"')
 
 
@@ -49,31 +49,31 @@ class ConfigSource(SlimeModel):
 
 
 class ClientGoTokenBucket(SlimeModel):
-    qps: int = 0
-    burst: int = 0
+    qps: int = Field(default=0, description="Requests per second to the apiserver")
+    burst: int = Field(default=0, description="Request burst to the apiserver")
 
 
 class GlobalConfig(SlimeModel):
     """Settings shared by every module (upstream's ``Global``)."""
 
     service: str = Field(default="", description="Label key naming a workload's service (default app)")
-    multicluster: str = ""
+    multicluster: str = Field(default="", description="Multicluster mode (upstream; unused here)")
     istioNamespace: str = Field(default="", description="Default istio-system")
     slimeNamespace: str = Field(default="", description="Default mesh-operator")
-    log: LogConfig | None = None
+    log: LogConfig | None = Field(default=None, description="Log levels and rotation")
     misc: dict[str, str] = Field(
         default_factory=dict, description="String options; defaults are merged per key"
     )
     istioRev: str = Field(default="", description="Comma-separated istio.io/rev values this instance serves")
     strictRev: bool = Field(default=False, description="Objects without istio.io/rev are out of scope")
-    configSources: list[ConfigSource] = Field(default_factory=list)
-    masterUrl: str = ""
-    configRev: str = ""
-    clientGoTokenBucket: ClientGoTokenBucket | None = None
-    selfResourceRev: str = ""
-    istioConfigSource: ConfigSource | None = None
-    deployRev: str = ""
-    enableConvertSeToIstioRes: bool = False
+    configSources: list[ConfigSource] = Field(default_factory=list, description="Config sources (upstream)")
+    masterUrl: str = Field(default="", description="Kubernetes apiserver URL (upstream; the kubeconfig here)")
+    configRev: str = Field(default="", description="Revision of the config objects to read (upstream)")
+    clientGoTokenBucket: ClientGoTokenBucket | None = Field(default=None, description="Client rate limits")
+    selfResourceRev: str = Field(default="", description="Revision of slime's own resources (upstream)")
+    istioConfigSource: ConfigSource | None = Field(default=None, description="Where Istio config is read")
+    deployRev: str = Field(default="", description="Revision of the deployment (upstream)")
+    enableConvertSeToIstioRes: bool = Field(default=False, description="Convert ServiceEntries (upstream)")
 
     def with_defaults(self) -> GlobalConfig:
         """Upstream's defaults (framework/bootstrap/config.go) filled into empty fields."""
@@ -124,7 +124,7 @@ class BundleModule(SlimeModel):
 
 
 class Bundle(SlimeModel):
-    modules: list[BundleModule] = Field(default_factory=list)
+    modules: list[BundleModule] = Field(default_factory=list, description="The modules of the bundle")
 
 
 class ModuleConfig(SlimeModel):
@@ -278,8 +278,4 @@ def _label(cfg: ModuleConfig) -> str:
 
 def _error(module: ModuleConfig | str, error: ValidationError, root: str = "") -> ConfigError:
     label = _label(module) if isinstance(module, ModuleConfig) else module
-    problems = []
-    for e in error.errors(include_url=False):
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        problems.append(f"{field_path(tuple(e['loc']), root).lstrip('.')}: {msg}")
-    return ConfigError(f"module {label}: " + "; ".join(problems))
+    return ConfigError(f"module {label}: " + "; ".join(describe(error, root)))

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from slime.framework.kinds import Kind
+
 READY_COLUMN: Mapping[str, str] = {
     "name": "Ready",
     "type": "string",
@@ -39,3 +41,8 @@ class CrdInfo:
     @property
     def crd_name(self) -> str:
         return f"{self.plural}.{self.group}"
+
+    @property
+    def kind_ref(self) -> Kind:
+        """The kind as the API client addresses it."""
+        return Kind(self.api_version, self.kind, self.plural, namespaced=self.scope == "Namespaced")

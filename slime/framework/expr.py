@@ -93,7 +93,8 @@ _ACTION = re.compile(r"\{\{(.*?)\}\}", re.S)
 _FIELD = re.compile(r"\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 # Prometheus values are printed with Go's 'f' format; also accept an exponent (bounded
 # so Decimal never overflows) since values may come from Python floats too.
-_VALUE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+# ASCII digits only: Python's \d would read other scripts' digits ("١٠٠") as numbers.
+_VALUE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 
 
 def _check_length(text: str, limit: int) -> None:
@@ -136,21 +137,47 @@ def _render_value(key: str, value: str | int | float, text: str) -> str:
 
 def substitute(text: str, values: Mapping[str, str | int | float]) -> str:
     """Replace every placeholder by its metric value, truncated to an integer."""
+    return _substitute(text, values)[0]
+
+
+# (start, end) in the substituted text -> (start, end) of the placeholder in the template
+_Spans = list[tuple[int, int, int, int]]
+
+
+def _substitute(text: str, values: Mapping[str, str | int | float]) -> tuple[str, _Spans]:
     found = _scan(text)
     missing = sorted({key for _, key in found if key not in values})
     if missing:
         raise MissingMetricError(missing, text)
-    out, last = [], 0
+    out: list[str] = []
+    spans: _Spans = []
+    last, length = 0, 0
     for m, key in found:
-        out += [text[last : m.start()], _render_value(key, values[key], text)]
+        value = _render_value(key, values[key], text)
+        length += m.start() - last
+        spans.append((length, length + len(value), m.start(), m.end()))
+        out += [text[last : m.start()], value]
+        length += len(value)
         last = m.end()
     out.append(text[last:])
-    return "".join(out)
+    return "".join(out), spans
+
+
+def _template_position(position: int, spans: _Spans) -> int:
+    """Where a position of the substituted text is in the template the user wrote."""
+    shift = 0
+    for start, end, t_start, t_end in spans:
+        if position < start:
+            break
+        if position < end:
+            return t_start  # inside a substituted value: its placeholder
+        shift = t_end - end
+    return position + shift
 
 
 # ---------------------------------------------------------------- stage 2: calculator
 
-_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d*)?|\.\d+)|(>=|<=|==|!=|&&|\|\||[-+*/%()<>!&|]))")
+_TOKEN = re.compile(r"[ \t\r\n]*(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)|(>=|<=|==|!=|&&|\|\||[-+*/%()<>!&|]))")
 
 
 def _div(a: int, b: int) -> int:
@@ -277,7 +304,22 @@ def calculate(expr: str, *, max_length: int = MAX_LENGTH) -> int:
 # A placeholder is at least 6 characters ("{{.a}}") and renders to at most 22
 # ("(-9223372036854775807)"), so substituted text is at most 4x the template.
 def _evaluate(text: str, values: Mapping[str, str | int | float]) -> int:
-    return calculate(substitute(text, values), max_length=4 * MAX_LENGTH)
+    substituted, spans = _substitute(text, values)
+    try:
+        return calculate(substituted, max_length=4 * MAX_LENGTH)
+    except ExpressionError as e:
+        # Report the position in what the user wrote, not in the substituted text.
+        position = None if e.position is None else _template_position(e.position, spans)
+        raise type(e)(e.what, text, position, e.token) from None
+
+
+def check_quota(text: str) -> None:
+    """Raise the ExpressionError a quota template would give whatever its metric values are:
+    syntax and limits (a division by zero depends on the values, so it is not reported)."""
+    try:
+        _evaluate(text, {key: "1" for key in placeholders(text)})
+    except ExpressionArithmeticError:
+        pass
 
 
 def evaluate_quota(text: str, values: Mapping[str, str | int | float]) -> int:

@@ -14,19 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from slime.framework.kube import Kind, Kube
+from slime.framework.kinds import Kind
+from slime.framework.kube import Kube, short_error
 
 log = logging.getLogger("slime.informer")
 
 Obj = dict[str, Any]
 # changed(namespace, name, object): object is the new one, or the last one known when deleted.
 Changed = Callable[[str, str, Obj], None]
-RETRY_SECONDS = 2.0
+RETRY_SECONDS = 1.0  # first retry after a failure; doubles up to MAX_RETRY_SECONDS
+MAX_RETRY_SECONDS = 30.0
 ABSENT_RETRY_SECONDS = 60.0
 
 
@@ -97,10 +100,17 @@ class Informer:
     # --- in the thread
 
     def _run(self, namespace: str | None) -> None:
+        """List and watch until stopped. A failure is logged once when it starts and once when it
+        ends (one line per outage, not one per retry); retries back off to MAX_RETRY_SECONDS."""
+        retry, failing_since = RETRY_SECONDS, 0.0
+        where = f"{self.kind.plural}{' in ' + namespace if namespace else ''}"
         while not self._stop.is_set():
             try:
                 try:
                     version = self._list(namespace)
+                    if failing_since:
+                        log.info("Watch of %s restored after %.0fs", where, time.monotonic() - failing_since)
+                    retry, failing_since = RETRY_SECONDS, 0.0
                 except ApiException as e:
                     if e.status != 404:
                         raise
@@ -117,8 +127,12 @@ class Informer:
             except Exception as e:  # the copy stays as it is; list again shortly
                 if self._stop.is_set():
                     return  # stopped while the connection went away: nothing to report
-                log.warning("Watch of %s failed (%s); listing again in %gs", self.kind.plural, e, RETRY_SECONDS)
-                self._stop.wait(RETRY_SECONDS)
+                if not failing_since:
+                    failing_since = time.monotonic()
+                    log.warning("Watch of %s failed (%s); retrying with backoff, the copy kept as it is",
+                                where, short_error(e))
+                self._stop.wait(retry)
+                retry = min(retry * 2, MAX_RETRY_SECONDS)
 
     def _list(self, namespace: str | None) -> str:
         objects, version = self.kube.list_versioned(self.kind, namespace)

@@ -1,60 +1,49 @@
-"""A small, blocking client for any Kubernetes resource by apiVersion and kind.
+"""A small, blocking client for any Kubernetes resource of a known kind (``slime.framework.kinds``).
 
 The generated typed clients need one method per kind; the operator writes EnvoyFilters,
 Sidecars, ConfigMaps and Deployments alike, so one path-based client is simpler.
-Call it from kopf's thread pool (sync handlers) or ``asyncio.to_thread``, never on the loop.
+Call it from a worker thread (``asyncio.to_thread`` or an executor), never on the event loop.
+
+Every name and namespace that goes into a request path is checked to be a Kubernetes object
+name (``check_name``) and escaped anyway: a name built from user input (a DestinationRule
+subset, a set name) can never turn into ``../other-namespace/...``.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from slime.framework import observability
+from slime.framework import kinds, observability
+from slime.framework.kinds import Kind
+from slime.framework.names import InvalidNameError, check_name, check_namespace
+
+__all__ = ["InvalidNameError", "Kube", "api_path", "kind_of", "short_error"]
 
 FIELD_MANAGER = "slime"
 LIST_PAGE = 500  # objects per list request
 
-
-@dataclass(frozen=True)
-class Kind:
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def prefix(self) -> str:
-        return f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-
-    def path(self, namespace: str | None, name: str | None = None) -> str:
-        base = self.prefix
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        return f"{base}/{name}" if name else base
-
-
-ENVOY_FILTER = Kind("networking.istio.io/v1alpha3", "EnvoyFilter", "envoyfilters")
-SIDECAR = Kind("networking.istio.io/v1beta1", "Sidecar", "sidecars")
-CONFIG_MAP = Kind("v1", "ConfigMap", "configmaps")
-SERVICE = Kind("v1", "Service", "services")
-POD = Kind("v1", "Pod", "pods")
-DESTINATION_RULE = Kind("networking.istio.io/v1beta1", "DestinationRule", "destinationrules")
-SERVICE_ENTRY = Kind("networking.istio.io/v1beta1", "ServiceEntry", "serviceentries")
-KINDS = {k.kind: k for k in (ENVOY_FILTER, SIDECAR, CONFIG_MAP, SERVICE, POD, DESTINATION_RULE, SERVICE_ENTRY)}
+def api_path(kind: Kind, namespace: str | None, name: str | None = None, subresource: str = "") -> str:
+    """The request path; names are validated and escaped (defence in depth)."""
+    base = kind.prefix
+    if kind.namespaced and namespace:
+        base += "/namespaces/" + urllib.parse.quote(check_namespace(namespace), safe="")
+    base += f"/{kind.plural}"
+    if name is not None:
+        base += "/" + urllib.parse.quote(check_name(name), safe="")
+    if subresource:
+        base += f"/{subresource}"
+    return base
 
 
 def kind_of(obj: dict[str, Any]) -> Kind:
-    known = KINDS.get(obj["kind"])
-    if known and known.api_version.split("/")[0] == obj["apiVersion"].split("/")[0]:
-        return Kind(obj["apiVersion"], known.kind, known.plural, known.namespaced)
-    return Kind(obj["apiVersion"], obj["kind"], obj["kind"].lower() + "s")
+    """The registered kind of an object; ``kinds.UnknownKindError`` for any other."""
+    return kinds.of(obj)
 
 
 class Kube:
@@ -85,7 +74,7 @@ class Kube:
         items: list[dict[str, Any]] = []
         query = {"limit": str(LIST_PAGE), **({"labelSelector": label_selector} if label_selector else {})}
         while True:
-            page = self._call("GET", kind.path(namespace), query=query)
+            page = self._call("GET", api_path(kind, namespace), query=query)
             items += page.get("items") or []
             query["continue"] = (page.get("metadata") or {}).get("continue") or ""
             if not query["continue"]:
@@ -97,7 +86,7 @@ class Kube:
         server ends the watch (``timeout_seconds``). Blocking: call it from a thread."""
         query = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
                  "timeoutSeconds": str(timeout_seconds)}
-        response = self._request("GET", kind.path(namespace), query, timeout=(10, timeout_seconds + 30))
+        response = self._request("GET", api_path(kind, namespace), query, timeout=(10, timeout_seconds + 30))
         pending = b""
         try:
             for chunk in response.response.stream(65536):
@@ -111,7 +100,7 @@ class Kube:
 
     def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", kind.path(namespace, name))
+            return self._call("GET", api_path(kind, namespace, name))
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -125,37 +114,56 @@ class Kube:
         return items
 
     def apply(self, obj: dict[str, Any], *, subresource: str = "") -> dict[str, Any]:
-        """Server-side apply with the ``slime`` field manager (force: we own these fields)."""
+        """Server-side apply with the ``slime`` field manager. Forced: callers apply only objects
+        that are theirs (``slime.framework.sync`` checks the owner first)."""
         kind = kind_of(obj)
         meta = obj["metadata"]
-        path = kind.path(meta.get("namespace"), meta["name"]) + (f"/{subresource}" if subresource else "")
+        where = api_path(kind, meta.get("namespace"), meta["name"], subresource)
         observability.API_WRITES.labels(verb="apply", kind=kind.kind).inc()
         return self._call(
-            "PATCH", path, query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            "PATCH", where, query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=obj, content_type="application/apply-patch+yaml",
         )
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         kind = kind_of(obj)
         observability.API_WRITES.labels(verb="create", kind=kind.kind).inc()
-        return self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj,
+        return self._call("POST", api_path(kind, obj["metadata"].get("namespace")), body=obj,
                           query={"fieldManager": FIELD_MANAGER})
 
     def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: dict[str, Any],
                     *, subresource: str = "") -> dict[str, Any]:
-        path = kind.path(namespace, name) + (f"/{subresource}" if subresource else "")
+        where = api_path(kind, namespace, name, subresource)
         observability.API_WRITES.labels(verb="patch", kind=kind.kind).inc()
         return self._call(
-            "PATCH", path, body=patch, content_type="application/merge-patch+json",
+            "PATCH", where, body=patch, content_type="application/merge-patch+json",
             query={"fieldManager": FIELD_MANAGER},
         )
 
-    def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
+    def delete(self, kind: Kind, namespace: str | None, name: str, uid: str | None = None) -> bool:
+        """Delete; with ``uid``, only that very object (a precondition: not one re-created since)."""
         observability.API_WRITES.labels(verb="delete", kind=kind.kind).inc()
+        body = {"preconditions": {"uid": uid}} if uid else None
         try:
-            self._call("DELETE", kind.path(namespace, name))
+            self._call("DELETE", api_path(kind, namespace, name), body=body)
             return True
         except ApiException as e:
             if e.status == 404:
                 return False
             raise
+
+
+def short_error(e: BaseException) -> str:
+    """One line for a log or a condition: ``HTTP 422 (Invalid): <the apiserver's message>``,
+    not the response headers an ApiException prints."""
+    if isinstance(e, ApiException):
+        message = ""
+        try:
+            body = json.loads(e.body) if e.body else {}
+            message = str(body.get("message") or "") if isinstance(body, dict) else ""
+        except (TypeError, ValueError):
+            message = str(e.body or "")[:300]
+        reason = e.reason or ""
+        return f"HTTP {e.status} ({reason}){': ' + message if message else ''}".replace("\n", " ")
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:300]

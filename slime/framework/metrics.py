@@ -38,6 +38,8 @@ BASE_SET = "_base"
 
 
 class Handler(SlimeModel):
+    """A PromQL query whose result is a metric."""
+
     query: str = Field(default="", description="PromQL with $namespace, $pod_name, $source_app placeholders")
     # The number form is upstream's proto enum (0/1); the validator turns it into the name.
     type: Literal["Value", "Group"] | Literal[0, 1] = Field(
@@ -55,17 +57,21 @@ class Handler(SlimeModel):
 
 
 class PrometheusConfig(SlimeModel):
+    """A Prometheus and the queries read from it."""
+
     address: str = Field(min_length=1, description="Prometheus base URL, e.g. http://prometheus.istio-system:9090")
-    handlers: dict[str, Handler] = Field(default_factory=dict)
+    handlers: dict[str, Handler] = Field(default_factory=dict, description="Named PromQL queries (the metric names)")
 
 
 class K8sConfig(SlimeModel):
+    """Metrics read from the Kubernetes API."""
+
     handlers: list[str] = Field(default_factory=list, description="legacy inline handlers, e.g. [pod]")
 
 
 class MetricConfig(SlimeModel):
-    prometheus: PrometheusConfig | None = None
-    k8s: K8sConfig | None = None
+    prometheus: PrometheusConfig | None = Field(default=None, description="Metrics read from Prometheus")
+    k8s: K8sConfig | None = Field(default=None, description="Metrics read from the Kubernetes API (pod counts)")
 
 
 # ---------------------------------------------------------------------------

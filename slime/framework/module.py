@@ -3,10 +3,11 @@
 A module declares its kinds, its config model, the cluster kinds it reads and writes, and two
 pure functions:
 
-* ``context(cr, cluster, settings) -> ctx``: everything its render needs, gathered from a
-  read-only view of the cluster (``ClusterView``). The operator passes a view of its informers'
-  in-memory copies; ``slime render`` a view of the objects read from files. Same function, same
-  result.
+* ``context(cr, cluster, settings, metrics) -> ctx``: everything its render needs, gathered from
+  a read-only view of the cluster (``ClusterView``) and the metric values read for the CR. The
+  operator passes a view of its informers' in-memory copies and what Prometheus answered;
+  ``slime render`` a view of the objects read from files and the ``--metrics`` file. Same
+  function, same result.
 * ``render(cr, ctx) -> Rendered``: the desired children (complete set), the kind's status fields
   and the conditions, ``Ready`` included. No client, clock or environment inside.
 
@@ -69,6 +70,17 @@ class ObjectsView:
 
 
 @dataclass(frozen=True)
+class ModuleInfo:
+    """What one module of the registry needs to run, for modules that deploy others (boot): its
+    RBAC rules (``slime.framework.rbac``) and its kinds (``Kind`` in ``group``)."""
+
+    name: str
+    rules: tuple[Mapping[str, Any], ...]
+    kinds: tuple[tuple[str, str], ...]  # (kind, group)
+    config: type[BaseModel] | None = None  # its general config model, to validate a config it is given
+
+
+@dataclass(frozen=True)
 class Settings:
     """A module instance's configuration, validated: what ``context`` gets besides the cluster."""
 
@@ -76,6 +88,22 @@ class Settings:
     general: Any  # an instance of the module's ``config`` model
     globals: GlobalConfig  # with upstream's defaults filled in
     metric: MetricConfig | None = None
+    catalog: Mapping[str, ModuleInfo] = field(default_factory=dict)  # every module of the registry, by name
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Metric values read for one CR (``Module.queries``), or why they could not be read.
+
+    ``source``: "prometheus" (the operator queried it), "file" (``slime render --metrics``), or
+    "" (nothing was queried: no queries, or no source configured)."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    error: tuple[str, str] | None = None  # (CamelCase reason, message): the source failed
+    source: str = ""
+
+
+NO_METRICS = Metrics()
 
 
 @dataclass(frozen=True)
@@ -118,11 +146,14 @@ class SharedOutput:
     calls ``build`` once with every CR's part; the operator with the parts of a batch.
     """
 
+    kind: Kind
     ref: Callable[[Settings], tuple[Kind, str, str] | None]
     build: Callable[[Obj | None, Mapping[tuple[str, str], Any], Settings], dict[str, Any] | None]
 
 
+# The Prometheus queries a CR needs (result key -> slime.framework.metrics.Query), pure.
 MetricQueries = Callable[[Obj, ClusterView, Settings], Mapping[str, Any]]
+Context = Callable[[Obj, ClusterView, Settings, Metrics], Any]
 
 
 @dataclass(frozen=True)
@@ -132,13 +163,14 @@ class Module:
     name: str  # the key for --modules, the config kind, samples/<name>, tests/golden/<name>
     kinds: Sequence[CrdInfo]
     config: type[BaseModel]  # validates the config's ``general`` when it is loaded
-    context: Callable[[Obj, ClusterView, Settings], Any]  # pure
+    context: Context  # pure
     render: Callable[[Obj, Any], Rendered]  # pure
     reads: Sequence[Kind] = ()  # cluster kinds the context reads (informers, render inputs, RBAC read)
     writes: Sequence[Kind] = ()  # kinds of the children (sync, RBAC write)
-    # Prometheus queries a CR needs before its context can be built (name -> Query); the results
-    # reach ``context`` as ``settings``-independent input via the reconciler (see ``metrics_input``).
-    queries: MetricQueries | None = None
+    # Kinds the module's hooks write themselves, outside any one CR's children (lazyload's fallback
+    # route and the fences auto-fence creates): RBAC write only.
+    manages: Sequence[Kind] = ()
+    queries: MetricQueries | None = None  # run before ``context``, which gets their results
     shared: SharedOutput | None = None
     hooks: str = ""  # "package.module:Class" of the operator-only Hooks, imported lazily
     description: str = ""
@@ -166,8 +198,9 @@ class Hooks:
         self.runtime = runtime
 
     def dependents(self, kind: Kind, namespace: str, name: str, obj: Obj,
-                   crs: Iterable[tuple[str, str]]) -> Iterable[tuple[str, str]]:
-        """Which CRs (namespace, name) to re-evaluate after ``obj`` of a read kind changed."""
+                   crs: Mapping[tuple[str, str], dict[str, Any]]) -> Iterable[tuple[str, str]]:
+        """Which CRs (namespace, name) to re-evaluate after ``obj`` of a read kind changed.
+        ``crs`` maps each CR to its scratch space (see ``view``)."""
         return [key for key in crs if key[0] == namespace]
 
     def view(self, cr: Obj, cluster: ClusterView, state: dict[str, Any]) -> ClusterView:
@@ -183,8 +216,41 @@ class Hooks:
 
     finalizers: frozenset[str] = frozenset()
 
+    def next_run(self, cr: Obj, rendered: Rendered, metrics: Metrics) -> float | None:
+        """Seconds until the CR is evaluated again without an event (None: only on events). The
+        default re-renders every 5 minutes, which also repairs children others changed."""
+        return 300.0
+
     async def start(self) -> None:
         """Background work of the module (servers, extra watches), started with the operator."""
 
     async def stop(self) -> None:
         pass
+
+
+class NoConfig(BaseModel):
+    """The ``general`` config of a module that has none: any field is a typo."""
+
+    model_config = {"extra": "forbid"}
+
+
+def validating_module(name: str, kinds: Sequence[CrdInfo], description: str = "",
+                      config: type[BaseModel] = NoConfig) -> Module:
+    """A module whose kinds are validated and reported but render nothing (yet): each CR gets
+    ``Ready`` with the verdict of its model's checks."""
+    from slime.framework.validation import parse_spec
+
+    by_kind = {info.kind: info for info in kinds}
+
+    def context(cr: Obj, cluster: ClusterView, settings: Settings, metrics: Metrics) -> CrdInfo:
+        return by_kind[str(cr.get("kind"))]
+
+    def render(cr: Obj, info: CrdInfo) -> Rendered:
+        _, problems = parse_spec(info.spec, cr.get("spec"))
+        if problems:
+            return Rendered(conditions=[ConditionUpdate(READY, False, "InvalidSpec", "; ".join(problems))])
+        return Rendered(objects=[], conditions=[
+            ConditionUpdate(READY, True, "Validated", f"valid; the {name} module writes nothing for it yet")])
+
+    return Module(name=name, kinds=tuple(kinds), config=config, context=context, render=render,
+                  description=description)

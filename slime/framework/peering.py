@@ -14,12 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from slime.framework.kube import Kind, Kube
+from slime.framework.kinds import CLUSTER_PEERING, NAMESPACED_PEERING, Kind
+from slime.framework.kube import Kube
 
 log = logging.getLogger("slime.peering")
 
-CLUSTER_PEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
-NAMESPACED_PEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
 POLL_SECONDS = 2.0
 
 
@@ -72,6 +71,8 @@ class PeeringGate:
         if self._active is None:
             self._active = asyncio.Event()
             self._active.set()  # kopf's handlers only run while active, and they feed our loops
+            for listener in self._listeners:
+                listener(True)
             asyncio.get_running_loop().create_task(self._poll(), name="peering gate")
         await self._active.wait()
 

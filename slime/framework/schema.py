@@ -7,6 +7,7 @@ two accepted spellings (``AliasChoices``) needs one property per spelling.
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from typing import Any, Literal, Union
@@ -36,8 +37,8 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     for name, field in model.model_fields.items():
         keys = spellings(name, field)
         prop = field_schema(field)
-        for key in keys:
-            properties[key] = prop
+        for key in keys:  # a copy per spelling: no shared nodes (YAML anchors) in the CRD
+            properties[key] = copy.deepcopy(prop)
         if len(keys) > 1:
             both = " && ".join(f"has(self.{_cel_name(k)})" for k in keys)
             rules.append({"rule": f"!({both})", "message": f"set only one of {', '.join(keys)}"})
@@ -70,6 +71,10 @@ def field_schema(field: FieldInfo) -> dict[str, Any]:
         schema.update(_constraint(meta, schema.get("type")))
     if field.description:
         schema["description"] = field.description
+    else:  # a list or map of objects: what each element is
+        element = schema.get("items") or schema.get("additionalProperties")
+        if isinstance(element, dict) and element.get("description"):
+            schema["description"] = element["description"]
     extra = field.json_schema_extra
     if isinstance(extra, dict):
         for key, value in extra.items():

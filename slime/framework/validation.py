@@ -1,4 +1,8 @@
-"""Turn pydantic validation errors into messages that name the manifest field."""
+"""Turn pydantic validation errors into messages that name the manifest field.
+
+``describe`` is the one formatter: CR status conditions, ``slime render`` and config loading all
+print ``<path>: <message>`` the same way (``spec.sets._base.descriptor[0].stragety: unknown field``).
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,11 @@ def describe(error: ValidationError, root: str = "spec") -> list[str]:
     lines = []
     for e in error.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
-        lines.append(f"{field_path(loc, root)}: {msg}")
+        path = field_path(loc, root).lstrip(".")
+        lines.append(f"{path}: {msg}" if path else msg)
     return lines
 
 

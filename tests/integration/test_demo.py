@@ -47,9 +47,14 @@ def test_demo_once_shows_the_adaptive_envoyfilter_and_leaves_nothing_running(
         leftovers = processes_with_env(marker)
     output = f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == 0, output
-    # The demo SmartLimiter is Ready, and its EnvoyFilter exists, owned by it.
-    assert re.search(r"^SmartLimiter\s+demo/reviews\s+True\b", proc.stdout, re.M), output
-    assert re.search(r"^demo/reviews\.demo\.ratelimit\s+SmartLimiter/reviews\s*$", proc.stdout, re.M), output
+    # Every sample is Ready (the demo exits 1 otherwise); the adaptive one's EnvoyFilter is in force,
+    # written for it, with the metric it follows.
+    assert re.search(r"^SmartLimiter\s+slime-samples/productpage\s+True \(Rendered\)", proc.stdout, re.M), output
+    assert re.search(r"^EnvoyFilter\s+slime-samples/productpage\.slime-samples\.ratelimit\s+"
+                     r"SmartLimiter slime-samples/productpage\s*$", proc.stdout, re.M), output
     assert "_base.cpu.sum=160" in proc.stdout, output
+    for module in ("limiter", "plugin", "lazyload"):
+        kinds = {"limiter": "SmartLimiter", "plugin": "PluginManager", "lazyload": "ServiceFence"}
+        assert re.search(rf"^{kinds[module]}\s+slime-samples/\S+\s+True", proc.stdout, re.M), (module, output)
     assert not leftovers, f"processes left running: {leftovers}"
     assert not kubeconfig.exists()

@@ -12,7 +12,8 @@ from kubernetes import client as k8s
 from slime.framework import informer as informer_module
 from slime.framework import kube as kube_module
 from slime.framework.informer import ByName, ByNamespace, Informer
-from slime.framework.kube import CONFIG_MAP, Kind, Kube
+from slime.framework.kinds import CONFIG_MAP, Kind
+from slime.framework.kube import Kube
 
 NOT_OURS = "kube-root-ca.crt"  # the controller-manager's ConfigMap in every namespace: not the test's
 

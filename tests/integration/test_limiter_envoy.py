@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from slime.devtools import stop_process
+from slime.framework.regex import ISTIO_MAX_PROGRAM_SIZE
 from slime.modules.limiter.api import LimiterConfig
 from slime.modules.limiter.render import LimiterContext, render_smartlimiter
 from tests.compat import COMPAT
@@ -152,6 +153,9 @@ def envoy_config(
             clusters.append(_cluster(grpc["clusterName"], free_port(), http2=True))
     return {
         "admin": {"address": _address(admin_port)},
+        # What Istio's proxy bootstrap sets (plain Envoy's default is 100).
+        "layered_runtime": {"layers": [{"name": "istio", "static_layer": {
+            "re2.max_program_size.error_level": ISTIO_MAX_PROGRAM_SIZE}}]},
         "static_resources": {
             "listeners": [
                 {
@@ -218,10 +222,10 @@ def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
 def _golden_outputs() -> list[tuple[str, list[dict[str, Any]]]]:
     out = []
     for path in sorted(GOLDEN.glob("*.out.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if doc.get("envoyfilters"):
-            out.append((path.name, doc["envoyfilters"]))
-    for path in sorted(UPSTREAM_EXPECT.glob("*.ef.expect.yaml")):
+        envoyfilters = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "EnvoyFilter"]
+        if envoyfilters:
+            out.append((path.name, envoyfilters))
+    for path in sorted(UPSTREAM_EXPECT.glob("*.ef.expect.yaml")) if UPSTREAM_EXPECT.is_dir() else []:
         out.append((f"upstream/{path.name}", [yaml.safe_load(path.read_text())]))
     return out
 

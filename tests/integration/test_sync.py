@@ -8,7 +8,8 @@ from typing import Any
 from kubernetes import client as k8s
 
 from slime.framework import observability
-from slime.framework.kube import CONFIG_MAP, Kube
+from slime.framework.kinds import CONFIG_MAP
+from slime.framework.kube import Kube
 from slime.framework.sync import OWNER_UID, sync_children
 
 

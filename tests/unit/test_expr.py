@@ -418,3 +418,28 @@ def test_random_input_raises_only_expression_errors() -> None:
             assert abs(calculate(text)) <= MAX_INT
         except ExpressionError:
             pass
+
+
+def test_only_ascii_digits_are_numbers() -> None:
+    """Python's \\d reads other scripts' digits ("١٠٠" is 100 in Arabic-Indic): not a number here."""
+    from slime.framework.expr import ExpressionSyntaxError, calculate, evaluate_quota
+
+    for text in ("١٠٠", "1٠", "१२"):
+        with pytest.raises(ExpressionSyntaxError):
+            calculate(text)
+    with pytest.raises(ExpressionError):
+        evaluate_quota("{{.x}}", {"x": "١٠٠"})
+
+
+def test_errors_point_into_the_template_the_user_wrote() -> None:
+    from slime.framework.expr import check_quota, evaluate_quota
+
+    with pytest.raises(ExpressionError) as e:
+        evaluate_quota("{{._base.pod}}/*2", {"_base.pod": "123456789"})
+    assert e.value.position == 15 and e.value.text == "{{._base.pod}}/*2"
+    with pytest.raises(ExpressionError) as e:
+        evaluate_quota("10/({{.a}}-{{.a}})", {"a": "3"})
+    assert "division by zero" in str(e.value) and e.value.text == "10/({{.a}}-{{.a}})"
+    check_quota("10/({{.a}}-1)")  # a division by zero depends on the values: not a broken quota
+    with pytest.raises(ExpressionError):
+        check_quota("{{.a}}+")

@@ -101,18 +101,41 @@ def test_contains_ignores_server_added_fields_only(have: Any, want: Any, expecte
     assert contains(have, want) is expected
 
 
-def test_acceptance_reports_model_errors_once() -> None:
-    from slime.framework.acceptance import accepted_status
-    from slime.modules.plugin.api import PLUGIN_MANAGER
+def test_conditions_merge_one_per_type_listing_every_problem() -> None:
+    from slime.framework.conditions import bounded, merge, with_ready
 
-    body = {"metadata": {"name": "x", "generation": 3},
-            "spec": {"plugin": [{"name": "p", "inline": {"settings": {}}, "wasm": {"url": "oci://x/y"}}]}}
-    patch = accepted_status(PLUGIN_MANAGER, body)
-    cond = patch["conditions"][0]
-    assert (cond["type"], cond["status"], cond["reason"]) == ("Accepted", "False", "InvalidSpec")
-    assert "wasm" in cond["message"] and patch["observedGeneration"] == 3
-    body["status"] = patch
-    assert accepted_status(PLUGIN_MANAGER, body) == {}  # nothing changed: nothing to write
-    body["spec"] = {"plugin": [{"name": "p", "inline": {"settings": {}}}]}
-    fixed = accepted_status(PLUGIN_MANAGER, body)["conditions"][0]
-    assert (fixed["status"], fixed["reason"], fixed["message"]) == ("True", "Valid", "")
+    updates = [ConditionUpdate("Ready", False, "UnknownSet", f"set s{i} unknown") for i in range(15)]
+    [ready] = merge(updates)
+    assert ready.reason == "UnknownSet" and "set s0 unknown" in ready.message and "set s14 unknown" in ready.message
+    many = bounded([f"problem number {i} " + "x" * 80 for i in range(40)], limit=400)
+    assert len(many) <= 400 and many.endswith("more") and "problem number 0" in many
+    conds = with_ready([ConditionUpdate("MetricsAvailable", False, "NoData", "no data")], "Rendered", "ok")
+    assert [(c.type, c.status_text, c.reason) for c in conds] == [
+        ("Ready", "False", "NoData"), ("MetricsAvailable", "False", "NoData")]
+    conds = with_ready([ConditionUpdate("MetricsAvailable", True, "Read", "")], "Rendered", "2 in force")
+    assert (conds[0].type, conds[0].status_text, conds[0].message) == ("Ready", "True", "2 in force")
+
+
+def test_finish_drops_children_with_invalid_names_and_undeclared_kinds() -> None:
+    from slime.framework.finish import finish
+    from slime.framework.kinds import ENVOY_FILTER
+    from slime.framework.module import Module, Rendered
+
+    module = Module(name="t", kinds=(), config=SlimeModel, context=lambda *a: None, render=lambda *a: Rendered(),
+                    writes=(ENVOY_FILTER,))
+    ef = {"apiVersion": ENVOY_FILTER.api_version, "kind": "EnvoyFilter", "metadata": {"name": "ok", "namespace": "a"}}
+    traversal = {**ef, "metadata": {"name": "/../../other/envoyfilters/victim", "namespace": "a"}}
+    other = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "a"}}
+    out = finish(module, {}, Rendered(objects=[ef, traversal, other],
+                                      conditions=[ConditionUpdate("Ready", True, "Rendered", "fine")]))
+    assert out.objects == [ef]
+    ready = out.conditions[0]
+    assert (ready.type, ready.status_text, ready.reason) == ("Ready", "False", "InvalidName")
+    assert "victim" in ready.message and "does not declare writing v1 Secret" in ready.message
+
+
+def test_set_conditions_replace_drops_types_no_longer_reported() -> None:
+    old = set_conditions([], [ConditionUpdate("Ready", True, "A"), ConditionUpdate("MetricsAvailable", True, "B")], 1)
+    new = set_conditions(old, [ConditionUpdate("Ready", True, "A")], 2, replace=True)
+    assert [c["type"] for c in new] == ["Ready"]
+    assert new[0]["lastTransitionTime"] == old[0]["lastTransitionTime"]

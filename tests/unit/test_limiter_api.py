@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from slime.framework.revision import rev_in_scope
 from slime.framework.schema import model_schema
 from slime.modules.limiter.api import (
     ActiveDescriptor,
@@ -17,12 +18,11 @@ from slime.modules.limiter.api import (
     SmartLimiterStatus,
 )
 from slime.modules.limiter.descriptors import _quote, activate, descriptor_text
-from slime.modules.limiter.render import (
+from slime.modules.limiter.selectors import (
     envoyfilter_name,
     pod_namespace,
     pod_selector,
     required_metrics,
-    rev_in_scope,
     subsets,
 )
 
@@ -74,7 +74,7 @@ def test_both_spellings_are_the_same_model() -> None:
         (desc(condition=""), "condition"),
         (desc(action=None), "action"),
         (desc(action={"quota": "1"}), "fill_interval"),
-        (desc(action={"quota": "1", "fill_interval": {}}), "fill interval must be positive"),
+        (desc(action={"quota": "1", "fill_interval": {}}), "fill interval must be at least 50ms"),
         (desc(action={"quota": "1", "fill_interval": {"seconds": 30}, "strategy": "global"}), "3600"),
         (
             desc(action={"quota": "1", "fill_interval": {"seconds": 1, "nanos": 5}, "strategy": "global"}),
@@ -86,7 +86,10 @@ def test_both_spellings_are_the_same_model() -> None:
         (desc(match=[{"exact_match": "GET"}]), "needs a name"),
         (desc(match=[{"name": "q", "present_match": True, "matchSource": "QueryMatch"}]), "query"),
         (desc(match=[{"name": "a", "regex_match": "(?=x)"}]), "RE2"),
-        (desc(match=[{"name": "a", "regex_match": "("}]), "not a valid regex"),
+        (desc(match=[{"name": "a", "regex_match": "("}]), "not a valid RE2 regex"),
+        (desc(match=[{"name": "a", "regex_match": "a(?=b)"}]), "not a valid RE2 regex"),
+        (desc(match=[{"name": "a", "regex_match": "(a{30}){40}"}]), "not a valid RE2 regex"),
+        (desc(match=[{"name": "a", "regex_match": "([a-z]{1000}){30}" * 1}]), "regex_match"),
         (desc(match=[{"name": "a", "present_match_separate": True}]), "only with strategy global"),
         (desc(match=[{"name": "a", "exact_match": "b", "matchSource": 7}]), "matchSource"),
         (desc(target={"direction": "outbound", "route": ["no-slash"]}), "route"),

@@ -1,14 +1,12 @@
-"""``slime render``: the CLI prints what the pure limiter render gives for the same inputs.
+"""``slime render``: the CLI around the one render path (the golden cases cover what it renders).
 
-Expected outputs are never written here: they come from the limiter's golden files, from
-upstream's fixtures, or from calling the pure render on the same objects.
+Expected objects are never written here: they come from the golden files, from upstream's
+fixtures, or from the render path called on the same inputs.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,28 +16,17 @@ from typing import Any
 import pytest
 import yaml
 
+from slime import registry
 from slime.cli import main
 from slime.framework.config import load_module_configs
-from slime.framework.metrics import Handler
-from slime.modules.limiter.api import LimiterConfig
-from slime.modules.limiter.context import limiter_context, prometheus_queries
-from slime.modules.limiter.render import render_smartlimiter
-from slime.modules.limiter.rls import merge_rls_config
-from tests.compat import COMPAT
+from slime.render import load_paths, render_sources
+from tests.compat import COMPAT, require_compat
+from tests.golden.test_golden import HERE as GOLDEN
+from tests.golden.test_golden import render_case
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "samples" / "limiter"
-GOLDEN = REPO / "tests" / "golden" / "limiter"
-UPSTREAM = COMPAT / "limiter"
-UPSTREAM_DATA = UPSTREAM / "controllers" / "testdata"
-TYPO_SAMPLE = UPSTREAM / "test/e2e/testdata/install/samples/limiter/productpage_smartlimiter.yaml"
-
-# Extra arguments a sample needs (its comments say the same).
-SAMPLE_ARGS = {
-    "adaptive-cpu.yaml": ["--metrics", str(SAMPLES / "metrics.yaml")],
-    "global-rls.yaml": ["--config", str(SAMPLES / "config-global.yaml")],
-}
-SAMPLE_FILES = sorted(p.name for p in SAMPLES.glob("*.yaml") if p.name not in ("metrics.yaml", "config-global.yaml"))
+SAMPLES = REPO / "samples"
+TYPO_SAMPLE = COMPAT / "limiter" / "test/e2e/testdata/install/samples/limiter/productpage_smartlimiter.yaml"
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
@@ -56,232 +43,129 @@ def order_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
 
 
+def sample_args(module: str) -> list[str]:
+    """What `slime render` needs besides a module's sample files: context, config, metrics."""
+    base = SAMPLES / module
+    context = ["-f", str(base / "context")] if (base / "context").is_dir() else []
+    return context + config_args(module)
+
+
+def config_args(module: str) -> list[str]:
+    base = SAMPLES / module
+    args: list[str] = []
+    if (base / "config" / f"{module}.yaml").exists():
+        args += ["--config", str(base / "config" / f"{module}.yaml")]
+    if (base / "config" / "metrics.yaml").exists():
+        args += ["--metrics", str(base / "config" / "metrics.yaml")]
+    return args
+
+
+SAMPLE_MODULES = [m for m in registry.names() if (SAMPLES / m).is_dir()]
+SAMPLE_FILES = [(m, p.name) for m in SAMPLE_MODULES for p in sorted((SAMPLES / m).glob("*.yaml"))]
+
+
 # --------------------------------------------------------------------------- samples
 
 
-def test_there_is_a_sample_per_mode() -> None:
-    assert len(SAMPLE_FILES) >= 8, SAMPLE_FILES
+def test_limiter_has_a_sample_per_mode() -> None:
+    assert len([f for m, f in SAMPLE_FILES if m == "limiter"]) >= 9
 
 
-@pytest.mark.parametrize("name", SAMPLE_FILES)
-def test_sample_renders(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run(capsys, "-f", SAMPLES / name, *SAMPLE_ARGS.get(name, []))
+@pytest.mark.parametrize("module", SAMPLE_MODULES)
+def test_samples_of_a_module_render_together(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "-f", SAMPLES / module, *sample_args(module), "--status")
     assert rc == 0, err
-    assert "error" not in err
     objects = docs(out)
-    assert objects and any(o["kind"] == "EnvoyFilter" for o in objects)
-    assert objects == sorted(objects, key=order_key)
+    crs = [o for o in objects if o.get("status")]
+    assert crs and all(c["status"]["conditions"][0] == {**c["status"]["conditions"][0], "status": "True"}
+                       for c in crs)
+    rendered = objects[: len(objects) - len(crs)]
+    assert rendered and rendered == sorted(rendered, key=order_key)
 
 
-@pytest.mark.parametrize("name", SAMPLE_FILES)
-def test_sample_output_is_the_pure_render(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """The same objects given straight to the context helper and the render give the same EnvoyFilters."""
-    rc, out, _ = run(capsys, "-f", SAMPLES / name, *SAMPLE_ARGS.get(name, []))
-    assert rc == 0
-    objects = [o for d in docs((SAMPLES / name).read_text()) for o in (d.get("items") or [d])]
-    args = SAMPLE_ARGS.get(name, [])
-    configs = load_module_configs((SAMPLES / "config-global.yaml").read_text()) if "--config" in args else []
-    general = configs[0].general if configs else {}
-    metrics = yaml.safe_load((SAMPLES / "metrics.yaml").read_text()) if "--metrics" in args else {}
-    expected = []
-    for cr in (o for o in objects if o["kind"] == "SmartLimiter"):
-        meta = cr["metadata"]
-        by_kind = {k: [o for o in objects if o["kind"] == k] for k in ("Service", "Pod", "DestinationRule")}
-        ctx = limiter_context(
-            cr,
-            by_kind["Service"],
-            by_kind["Pod"],
-            by_kind["DestinationRule"],
-            metrics.get(f"{meta['namespace']}/{meta['name']}", {}),
-            LimiterConfig.model_validate(general),
-            configs[0].globals if configs else load_module_configs({"name": "limiter"})[0].globals,
-        )
-        result = render_smartlimiter(cr, ctx)
-        assert result.problems == []
-        expected += result.envoyfilters
-    assert [o for o in docs(out) if o["kind"] == "EnvoyFilter"] == sorted(expected, key=order_key)
-
-
-def test_samples_together_in_any_order(capsys: pytest.CaptureFixture[str]) -> None:
-    """Several files at once: one sorted output whatever the order of -f, same as one by one."""
-    names = [n for n in SAMPLE_FILES if "--metrics" not in SAMPLE_ARGS.get(n, [])]
-    config = ["--config", str(SAMPLES / "config-global.yaml")]
-    forward = [a for n in names for a in ("-f", str(SAMPLES / n))]
-    backward = [a for n in reversed(names) for a in ("-f", str(SAMPLES / n))]
-    rc1, out1, err1 = run(capsys, *forward, *config)
-    rc2, out2, _ = run(capsys, *backward, *config)
-    assert rc1 == rc2 == 0, err1
-    assert out1 == out2
-    together = docs(out1)
-    assert together == sorted(together, key=order_key)
-    singles: list[dict[str, Any]] = []
-    for n in names:
-        rc, out, _ = run(capsys, "-f", SAMPLES / n, *config)
-        assert rc == 0
-        singles += docs(out)
-    assert sorted(singles, key=order_key) == together
+@pytest.mark.parametrize(("module", "name"), SAMPLE_FILES)
+def test_each_sample_renders_alone_as_part_of_all(module: str, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """One file (with its context) gives the same objects as it gives among all the samples."""
+    context = SAMPLES / module / "context" / name
+    extra = ["-f", str(context)] if context.exists() else []
+    rc, out, err = run(capsys, "-f", SAMPLES / module / name, *extra, *config_args(module))
+    assert rc == 0, err
+    _, together, _ = run(capsys, "-f", SAMPLES / module, *sample_args(module))
+    all_objects = docs(together)
+    for obj in docs(out):
+        if obj["kind"] != "ConfigMap":  # the RLS file sums up every limiter's entries
+            assert obj in all_objects
 
 
 def test_json_output_is_a_list_of_the_same_objects(capsys: pytest.CaptureFixture[str]) -> None:
-    args: list[str | Path] = ["-f", SAMPLES / "global-rls.yaml", *SAMPLE_ARGS["global-rls.yaml"]]
+    args = ["-f", SAMPLES / "limiter", *sample_args("limiter")]
     _, out_yaml, _ = run(capsys, *args)
     rc, out_json, _ = run(capsys, *args, "-o", "json")
     assert rc == 0
     listing = json.loads(out_json)
     assert listing["kind"] == "List" and listing["apiVersion"] == "v1"
     assert listing["items"] == docs(out_yaml)
-    assert [o["kind"] for o in listing["items"]] == ["ConfigMap", "EnvoyFilter"]
 
 
-def test_console_script(tmp_path: Path) -> None:
-    name = "inbound-average.yaml"
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "slime"), "render", "-f", str(SAMPLES / name)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_console_script_and_stdin() -> None:
+    text = (SAMPLES / "limiter" / "outbound-route.yaml").read_text()
+    proc = subprocess.run([str(Path(sys.executable).parent / "slime"), "render", "-f", "-"], input=text,
+                          capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
     [ef] = docs(proc.stdout)
-    assert ef["metadata"]["name"] == "ratings.default.ratelimit"
+    assert ef["kind"] == "EnvoyFilter" and ef["metadata"]["namespace"] == "slime-samples"
 
 
-# --------------------------------------------------------------------------- upstream fixtures
+def test_directories_recurse_only_with_r(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "-f", SAMPLES)
+    assert rc == 1 and "no .yaml" in err and "-R" in err
+    rc, out, err = run(capsys, "-f", SAMPLES / "limiter" / "context", "-R")
+    assert rc == 0  # Pods and a ConfigMap only: nothing to render, but valid
 
 
-def _upstream_config(tmp_path: Path) -> Path:
-    # upstream's suite_test.go: slime env and limiter config
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "limiter",
-                "kind": "limiter",
-                "enable": True,
-                "global": {"istioRev": "default", "istioNamespace": "istio-system"},
-                "general": {
-                    "disableAdaptive": True,
-                    "disableInsertLocalRateLimit": True,
-                    "disableInsertGlobalRateLimit": True,
-                    "rlsConfigMap": {},
-                },
-            }
-        )
-    )
-    return path
+def test_empty_input_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n---\n")
+    rc, out, err = run(capsys, "-f", empty)
+    assert rc == 1 and out == "" and "error: no objects in the input" in err
 
 
-@pytest.mark.parametrize(
-    "case",
-    ["limit_by_method", "limit_by_query", "limit_by_sourceIP", "limit_outbound_with_mismatch_selector"],
-)
-def test_upstream_fixture(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run(
-        capsys,
-        "-f",
-        UPSTREAM_DATA / "base_objs.local.yaml",
-        "-f",
-        UPSTREAM_DATA / f"{case}.local.yaml",
-        "--config",
-        _upstream_config(tmp_path),
-    )
+def test_unknown_kind_in_a_slime_group_suggests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump({"apiVersion": "microservice.slime.io/v1alpha2", "kind": "SmartLimter",
+                                   "metadata": {"name": "x"}}))
+    rc, _, err = run(capsys, "-f", bad)
+    assert rc == 1
+    assert f"error: {bad}: SmartLimter default/x: unknown kind SmartLimter in microservice.slime.io; " \
+           "did you mean SmartLimiter?" in err
+
+
+# --------------------------------------------------------------------------- the golden cases
+
+
+def test_status_output_is_the_golden_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--status` prints exactly what the golden runner compares, for a case with config and metrics."""
+    case = GOLDEN / "limiter" / "adaptive_condition_true.in.yaml"
+    rc, out, err = run(capsys, "-f", case, "--config", case.with_name("adaptive_condition_true.config.yaml"),
+                       "--metrics", case.with_name("adaptive_condition_true.metrics.yaml"), "--status")
     assert rc == 0, err
-    expected = yaml.safe_load((UPSTREAM_DATA / f"{case}.local.ef.expect.yaml").read_text())
-    cr = yaml.safe_load((UPSTREAM_DATA / f"{case}.local.yaml").read_text())
+    assert docs(out) == render_case(case)
+
+
+def test_upstream_fixture_through_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require_compat()
+    data = COMPAT / "limiter" / "controllers" / "testdata"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"name": "limiter", "kind": "limiter", "enable": True,
+                                      "global": {"istioRev": "default"},
+                                      "general": {"disableAdaptive": True, "disableInsertLocalRateLimit": True,
+                                                  "disableInsertGlobalRateLimit": True}}))
+    rc, out, err = run(capsys, "-f", data / "base_objs.local.yaml", "-f", data / "limit_by_method.local.yaml",
+                       "--config", config)
+    assert rc == 0, err
+    expected = yaml.safe_load((data / "limit_by_method.local.ef.expect.yaml").read_text())
     [ef] = docs(out)
-    # upstream's test compares labels and spec; the name is ours by upstream's rule
-    assert ef["apiVersion"] == expected["apiVersion"] and ef["kind"] == expected["kind"]
-    assert ef["metadata"].get("labels") == expected["metadata"].get("labels")
     assert ef["spec"] == expected["spec"]
-    assert ef["metadata"]["name"] == f"{cr['metadata']['name']}.default.ratelimit"
-
-
-# --------------------------------------------------------------------------- the limiter's golden cases
-
-
-GOLDEN_CASES = sorted(p.name.removesuffix(".in.yaml") for p in GOLDEN.glob("*.in.yaml"))
-
-
-def _golden_files(case: Mapping[str, Any], tmp_path: Path) -> list[str]:
-    """The golden case as `slime render` arguments: objects, module config, metrics."""
-    cr = case["smartlimiter"]
-    meta = cr["metadata"]
-    objects = [cr, *(case.get("objects") or [])]
-    general = case.get("config") or {}
-    if "hostSelector" in case:  # the mesh service the render looks up for spec.host
-        objects.append(
-            {
-                "apiVersion": "networking.istio.io/v1beta1",
-                "kind": "ServiceEntry",
-                "metadata": {"name": "mesh-service", "namespace": meta["namespace"]},
-                "spec": {"hosts": [cr["spec"]["host"]], "workloadSelector": {"labels": case["hostSelector"]}},
-            }
-        )
-    if "rlsConfig" in case:
-        ref = general["rlsConfigMap"]
-        objects.append(
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": dict(ref), "data": {"config.yaml": case["rlsConfig"]}}
-        )
-    (tmp_path / "in.yaml").write_text(yaml.safe_dump_all(objects))
-    config = {
-        "name": "limiter",
-        "kind": "limiter",
-        "enable": True,
-        "general": general,
-        "global": case.get("global") or {},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    args = ["-f", str(tmp_path / "in.yaml"), "--config", str(tmp_path / "config.yaml")]
-    if case.get("metrics"):
-        (tmp_path / "metrics.yaml").write_text(yaml.safe_dump({f"{meta['namespace']}/{meta['name']}": case["metrics"]}))
-        args += ["--metrics", str(tmp_path / "metrics.yaml")]
-    return args
-
-
-@pytest.mark.parametrize("name", GOLDEN_CASES)
-def test_golden_case_through_cli(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    case = yaml.safe_load((GOLDEN / f"{name}.in.yaml").read_text())
-    want = yaml.safe_load((GOLDEN / f"{name}.out.yaml").read_text())
-    rc, out, err = run(capsys, *_golden_files(case, tmp_path))
-    meta = case["smartlimiter"]["metadata"]
-    label = f"SmartLimiter {meta['namespace']}/{meta['name']}"
-    if want["problems"]:
-        assert rc == 1 and out == ""
-        assert label in err
-        for p in want["problems"]:
-            if p["reason"] == "InvalidSpec":
-                # validated before the render, which may write list indexes as [i]
-                path = p["message"].split(":")[0]
-                assert path in err or re.sub(r"\.(\d+)", r"[\1]", path) in err
-            else:
-                assert f"{p['message']} ({p['reason']})" in err
-        return
-    assert rc == 0, err
-    objects = docs(out)
-    if not want["inScope"]:
-        assert objects == [] and f"{label}: istio.io/rev out of" in err
-        return
-    assert [o for o in objects if o["kind"] == "EnvoyFilter"] == want["envoyfilters"]
-    configmaps = [o for o in objects if o["kind"] == "ConfigMap"]
-    cfg = LimiterConfig.model_validate(case.get("config") or {})
-    ref = cfg.rlsConfigMap
-    if (
-        ref
-        and ref.name
-        and ref.namespace
-        and not cfg.disableGlobalRateLimit
-        and (want["rlsDescriptors"] or "rlsConfig" in case)
-    ):
-        [cm] = configmaps
-        assert (cm["metadata"]["namespace"], cm["metadata"]["name"]) == (ref.namespace, ref.name)
-        expected = merge_rls_config(
-            case.get("rlsConfig"), meta["name"], meta["namespace"], want["rlsDescriptors"], cfg.rls_domain
-        )
-        assert yaml.safe_load(cm["data"]["config.yaml"]) == yaml.safe_load(expected)
-    else:
-        assert configmaps == []
 
 
 # --------------------------------------------------------------------------- errors
@@ -292,109 +176,96 @@ def _lines(err: str) -> list[str]:
 
 
 def test_unknown_field_names_file_object_and_field(capsys: pytest.CaptureFixture[str]) -> None:
+    require_compat()
     rc, out, err = run(capsys, "-f", TYPO_SAMPLE)
     assert rc == 1 and out == ""
     [line] = _lines(err)
-    assert line == (
-        f"error: {TYPO_SAMPLE}: SmartLimiter temp/productpage: "
-        "spec.sets._base.descriptor[0].action.stragety: unknown field"
-    )
+    assert line == (f"error: {TYPO_SAMPLE}: SmartLimiter temp/productpage: "
+                    "spec.sets._base.descriptor[0].action.stragety: unknown field")
 
 
-def test_bad_expression_names_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_expression_names_the_field_and_the_position_in_the_template(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((SAMPLES / "inbound-average.yaml").read_text().replace('"100/{{._base.pod}}"', '"100/*2"'))
-    rc, out, err = run(capsys, "-f", bad)
+    sample = (SAMPLES / "limiter" / "inbound-average.yaml").read_text()
+    bad.write_text(sample.replace('"100/{{._base.pod}}"', '"{{._base.pod}}/*2"'))
+    rc, out, err = run(capsys, "-f", bad, "-f", SAMPLES / "limiter" / "context" / "inbound-average.yaml")
     assert rc == 1 and out == ""
     [line] = _lines(err)
-    assert f"{bad}: SmartLimiter default/ratings: spec.sets._base.descriptor" in line
-    assert "position 4" in line and "InvalidExpression" in line
+    assert f"{bad}: SmartLimiter slime-samples/ratings: spec.sets._base.descriptor[0].action.quota:" in line
+    assert "position 15 in '{{._base.pod}}/*2'" in line and "InvalidExpression" in line
 
 
-def test_missing_metric(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run(capsys, "-f", SAMPLES / "adaptive-cpu.yaml")
+def test_no_running_pod_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "-f", SAMPLES / "limiter" / "inbound-average.yaml")
     assert rc == 1 and out == ""
     [line] = _lines(err)
-    assert "SmartLimiter default/productpage" in line and "_base.cpu.sum" in line and "MissingMetric" in line
+    assert "slime-samples/ratings" in line and "no Running pod in set _base" in line and "(NoRunningPod)" in line
+
+
+def test_missing_handler_says_which(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(capsys, "-f", SAMPLES / "limiter" / "adaptive-cpu.yaml",
+                     "-f", SAMPLES / "limiter" / "context" / "adaptive-cpu.yaml")
+    assert rc == 1
+    [line] = _lines(err)
+    assert "no Prometheus handler 'cpu.sum' in the module config" in line
+
+
+def test_config_typo_names_module_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "limiter", "enable": True, "general": {"refrsh": "5s"}}))
+    rc = main(["render", "-f", str(SAMPLES / "limiter" / "outbound-route.yaml"), "--config", str(config)])
+    _, err = capsys.readouterr()
+    assert rc == 1
+    assert err.strip() == f"error: --config {config}: module 'limiter': general.refrsh: unknown field"
 
 
 def test_yaml_syntax_error_and_missing_file_all_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("kind: Service\nmetadata: {name: [x\n")
     missing = tmp_path / "nope.yaml"
-    rc, out, err = run(capsys, "-f", broken, "-f", missing, "-f", SAMPLES / "inbound-average.yaml")
+    rc, out, err = run(capsys, "-f", broken, "-f", missing, "-f", SAMPLES / "limiter" / "outbound-route.yaml")
     assert rc == 1 and out == ""
     first, second = _lines(err)
     assert first.startswith(f"error: {broken}:3:") and "invalid YAML" in first
     assert second == f"error: {missing}: no such file or directory"
 
 
-def test_every_render_problem_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, err = run(capsys, "-f", SAMPLES / "adaptive-cpu.yaml", "-f", TYPO_SAMPLE)
+def test_every_render_problem_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "-f", SAMPLES / "limiter" / "adaptive-cpu.yaml",
+                       "-f", SAMPLES / "limiter" / "inbound-average.yaml")
     assert rc == 1 and out == ""
     lines = _lines(err)
     assert len(lines) == 2
-    assert any("default/productpage" in line for line in lines)
-    assert any("temp/productpage" in line for line in lines)
-
-
-def test_metrics_cannot_set_pod_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    metrics = tmp_path / "m.yaml"
-    metrics.write_text(yaml.safe_dump({"default/ratings": {"_base.pod": 1}}))
-    rc, _, err = run(capsys, "-f", SAMPLES / "inbound-average.yaml", "--metrics", metrics)
-    assert rc == 1
-    assert _lines(err) == [
-        f"error: {metrics}: default/ratings: _base.pod: pod counts come from the Pod objects given, not from --metrics"
-    ]
+    assert any("slime-samples/productpage" in line for line in lines)
+    assert any("slime-samples/ratings" in line for line in lines)
 
 
 def test_duplicate_object(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run(capsys, "-f", SAMPLES / "inbound-average.yaml", "-f", SAMPLES / "inbound-average.yaml")
-    assert rc == 1 and "SmartLimiter default/ratings: defined twice" in err
+    """The same object twice is fine (a shared Namespace file); two different ones of one name are not."""
+    sample = SAMPLES / "limiter" / "outbound-route.yaml"
+    rc, _, err = run(capsys, "-f", sample, "-f", sample)
+    assert rc == 0, err
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(sample.read_text().replace("quota:", "quota: 7\n        # was:", 1))
+    rc, _, err = run(capsys, "-f", sample, "-f", changed)
+    assert rc == 1 and "defined twice, differently" in err
 
 
-def test_other_kinds_are_validated_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fence = {
-        "apiVersion": "microservice.slime.io/v1alpha1",
-        "kind": "ServiceFence",
-        "metadata": {"name": "reviews", "namespace": "default"},
-        "spec": {"enable": True},
-    }
-    good = tmp_path / "fence.yaml"
-    good.write_text(yaml.safe_dump(fence))
-    rc, out, err = run(capsys, "-f", good)
-    assert rc == 0 and out == ""
-    assert f"note: {good}: ServiceFence default/reviews: no render yet, validated only" in err
-    bad = tmp_path / "bad-fence.yaml"
-    bad.write_text(yaml.safe_dump({**fence, "spec": {"enabel": True}}))
-    rc, out, err = run(capsys, "-f", bad)
-    assert rc == 1 and f"error: {bad}: ServiceFence default/reviews: spec.enabel: unknown field" in err
+def test_invalid_spec_of_every_module_is_reported(tmp_path: Path) -> None:
+    """Each module's kinds, with an unknown field, give Ready False InvalidSpec naming it."""
+    for info in registry.crd_infos():
+        obj = {"apiVersion": info.api_version, "kind": info.kind,
+               "metadata": {"name": "x", "namespace": "default"}, "spec": {"nosuchfield": True}}
+        sources, errors = load_paths([_write(tmp_path / f"{info.kind}.yaml", obj)])
+        assert errors == []
+        output = render_sources(sources, load_module_configs([]), {})
+        [status] = output.statuses
+        ready = status["status"]["conditions"][0]
+        assert (ready["type"], ready["status"]) == ("Ready", "False"), info.kind
+        assert "spec.nosuchfield: unknown field" in ready["message"], info.kind
 
 
-# --------------------------------------------------------------------------- the context helpers
-
-
-def test_prometheus_queries_use_the_counted_pods() -> None:
-    """The operator's queries get the same pods per set as the counts the render sees."""
-    objects = [o for d in docs((SAMPLES / "subset.yaml").read_text()) for o in (d.get("items") or [d])]
-    cr = next(o for o in objects if o["kind"] == "SmartLimiter")
-    kinds = {k: [o for o in objects if o["kind"] == k] for k in ("Service", "Pod", "DestinationRule")}
-    globals_ = load_module_configs({"name": "limiter"})[0].globals
-    handlers = {"cpu.sum": Handler(query='sum(cpu{namespace="$namespace", pod=~"$pod_name"})')}
-    args = (cr, kinds["Service"], kinds["Pod"], kinds["DestinationRule"])
-    assert prometheus_queries(*args, LimiterConfig(), globals_, handlers) == {}  # the sample uses no cpu.sum
-    ctx = limiter_context(*args, {}, LimiterConfig(), globals_)
-    counted = {k.removesuffix(".pod"): int(v) for k, v in ctx.metrics.items()}
-    cr = copy.deepcopy(cr)  # now refer to every set's cpu.sum
-    descriptor = next(iter(cr["spec"]["sets"].values()))["descriptor"][0]
-    descriptor["condition"] = " && ".join(f"{{{{.{name}.cpu.sum}}}}>0" for name in counted)
-    args = (cr, kinds["Service"], kinds["Pod"], kinds["DestinationRule"])
-    queries = prometheus_queries(*args, LimiterConfig(), globals_, handlers)
-    assert {k.removesuffix(".cpu.sum") for k in queries} == set(counted)
-    for set_name, n in counted.items():
-        promql = queries[f"{set_name}.cpu.sum"].promql
-        assert promql.count("|") == n - 1 and 'namespace="default"' in promql
-    assert prometheus_queries(*args, LimiterConfig(disableAdaptive=True), globals_, handlers) == {}
-    # a kopf-style index (key -> objects) gives the same context as plain lists
-    index = {(o["metadata"]["namespace"], o["metadata"]["name"]): [o] for o in kinds["Pod"]}
-    assert limiter_context(cr, kinds["Service"], index, kinds["DestinationRule"], {}, LimiterConfig(), globals_) == ctx
+def _write(path: Path, obj: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(obj))
+    return path

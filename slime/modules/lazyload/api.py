@@ -1,25 +1,62 @@
 """ServiceFence (``microservice.slime.io/v1alpha1``), after upstream's ``service_fence.proto``.
 
-All proto field names are already lowerCamel (``RecentlyCalled`` really is upper-case), so
-each field has one spelling. Enums accept the name or the number, and ``seconds`` accepts
-the quoted form upstream's jsonpb wrote into existing statuses.
+All proto field names are already lowerCamel (``RecentlyCalled`` really is upper-case), so each
+field has one spelling. Both of upstream's encodings are read: enums by name (jsonpb) or number
+(the chart's CRD), int64 ``seconds`` as a number or as the quoted string jsonpb wrote. What we
+write is upstream's jsonpb shape: enum names, ACTIVE left out.
+
+Added to upstream's status (ours, optional): ``lastSeen`` (when the global-sidecar last reported a
+learned dependency, for the TTL), ``Destinations.expireAt`` (end of an EXPIREWAIT grace period),
+``observedGeneration`` and ``conditions``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from slime.framework.api import SlimeModel, StatusBase
 from slime.framework.crdinfo import AGE_COLUMN, READY_COLUMN, CrdInfo
 
 DomainStatus = Literal["ACTIVE", "EXPIRE", "EXPIREWAIT"]
+ACTIVE, EXPIRE, EXPIREWAIT = "ACTIVE", "EXPIRE", "EXPIREWAIT"
+_STATUS_NUMBERS = {0: ACTIVE, 1: EXPIRE, 2: EXPIREWAIT}
+INT64_MAX = 2**63 - 1
+
+
+def int64(value: Any, what: str = "value") -> int:
+    """An int64 from a number or jsonpb's decimal string."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer")
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("-").isascii() or not text.lstrip("-").isdigit():
+            raise ValueError(f"{what} must be an integer, got {value!r}")
+        value = int(text)
+    if not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer")
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError(f"{what} is out of the int64 range")
+    return value
 
 
 class Timestamp(SlimeModel):
-    seconds: int = Field(default=0, description="Unix seconds (a duration's seconds under auto)")
-    nanos: int = 0
+    """Upstream's own ``{seconds, nanos}`` (not google.protobuf.Timestamp)."""
+
+    seconds: int | str = Field(
+        default=0, description="Unix seconds (a duration's seconds under auto); a number or a decimal string"
+    )
+    nanos: int = Field(default=0, ge=0, le=999_999_999, description="Fraction of a second, in nanoseconds")
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _int64(cls, v: Any) -> int:
+        return int64(v, "seconds")
+
+    @property
+    def secs(self) -> int:
+        return int64(self.seconds)
 
 
 class Deadline(SlimeModel):
@@ -27,7 +64,7 @@ class Deadline(SlimeModel):
 
 
 class Auto(SlimeModel):
-    duration: Timestamp | None = None
+    duration: Timestamp | None = Field(default=None, description="Deprecated (never fires, as upstream)")
 
 
 class Stable(SlimeModel):
@@ -64,7 +101,11 @@ class ServiceFenceSpec(SlimeModel):
         default_factory=dict, description='Static dependencies: a full host name or "<namespace>/*"'
     )
     enable: bool = Field(default=False, description="Render the fence into a Sidecar")
-    namespaceSelector: list[str] = Field(default_factory=list, description="Not implemented, as upstream")
+    namespaceSelector: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose services are all static dependencies: a namespace name, or a label "
+        "selector over Namespaces such as team=shop,env!=dev",
+    )
     labelSelector: list[Selector] = Field(
         default_factory=list, description="Services whose labels match any selector are static dependencies"
     )
@@ -75,14 +116,25 @@ class ServiceFenceSpec(SlimeModel):
 
 class Destinations(SlimeModel):
     RecentlyCalled: Timestamp | None = Field(default=None, description="Deprecated")
-    hosts: list[str] = Field(default_factory=list)
-    status: DomainStatus | int = Field(default="ACTIVE", description="ACTIVE, EXPIRE or EXPIREWAIT")
+    hosts: list[str] = Field(default_factory=list, description="The full host names the domain stands for")
+    status: DomainStatus | Literal[0, 1, 2] = Field(default="ACTIVE", description="ACTIVE, EXPIRE or EXPIREWAIT")
+    expireAt: int | None = Field(
+        default=None, description="EXPIREWAIT: Unix seconds when the grace period ends and the domain goes"
+    )
+
+    @property
+    def state(self) -> str:
+        """The status by name, whichever encoding was read."""
+        return _STATUS_NUMBERS[self.status] if isinstance(self.status, int) else self.status
 
 
 class ServiceFenceStatus(StatusBase):
     domains: dict[str, Destinations] = Field(default_factory=dict, description="Computed dependencies")
     metricStatus: dict[str, str] = Field(
         default_factory=dict, description="Learned dependencies: label set -> value"
+    )
+    lastSeen: dict[str, int] = Field(
+        default_factory=dict, description="metricStatus key -> Unix seconds it was last reported (the TTL's clock)"
     )
     visitor: dict[str, bool] = Field(default_factory=dict, description="Deprecated")
 

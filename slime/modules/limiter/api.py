@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from slime.framework.api import SlimeModel, StatusBase
+from slime.framework.regex import regex_problem
 
 GROUP = "microservice.slime.io"
 VERSION = "v1alpha2"
@@ -22,6 +23,7 @@ KIND = "SmartLimiter"
 PLURAL = "smartlimiters"
 
 BASE_SET = "_base"
+SET_NAME = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 GLOBAL = "global"
 OUTBOUND = "outbound"
 GLOBAL_INTERVALS = {1: "SECOND", 60: "MINUTE", 3600: "HOUR", 86400: "DAY"}
@@ -45,25 +47,44 @@ class Duration(SlimeModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "(has(self.seconds) && self.seconds > 0) || (has(self.nanos) && self.nanos > 0)",
-                    "message": "fill interval must be positive",
+                    "rule": "(has(self.seconds) && self.seconds > 0) || (has(self.nanos) && self.nanos >= 50000000)",
+                    "message": "fill interval must be at least 50ms (Envoy's minimum)",
                 }
             ]
         }
     )
-    seconds: int = Field(0, ge=0, le=2**31 - 1)
-    nanos: int = Field(0, ge=0, le=999_999_999)
+    seconds: int = Field(0, ge=0, le=2**31 - 1, description="Whole seconds")
+    nanos: int = Field(0, ge=0, le=999_999_999, description="Nanoseconds added to seconds")
 
     @model_validator(mode="after")
     def _positive(self) -> Duration:
-        if self.seconds == 0 and self.nanos == 0:
-            raise ValueError("fill interval must be positive")
+        if self.seconds == 0 and self.nanos < MIN_FILL_NANOS:
+            raise ValueError("fill interval must be at least 50ms (Envoy's minimum)")
         return self
 
 
+# What Envoy accepts: a header name is an RFC 7230 token (no ':' pseudo-headers, no CR/LF), and a
+# header value holds no CR, LF or NUL. Envoy refuses the whole listener update otherwise.
+HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+NO_CRLF = r"^[^\r\n\x00]*$"
+MIN_FILL_NANOS = 50_000_000
+
+
 class Header(SlimeModel):
-    key: str = Field(min_length=1, max_length=256)
-    value: str = Field("", max_length=4096)
+    """A response header added to limited responses."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.key.lowerAscii() != 'host'", "message": "host cannot be added as a response header"}]})
+    key: str = Field(min_length=1, max_length=256, pattern=HEADER_NAME,
+                     description="Header name: a token (no ':' pseudo-headers, no spaces, CR or LF)")
+    value: str = Field("", max_length=4096, pattern=NO_CRLF, description="Header value (no CR, LF or NUL)")
+
+    @field_validator("key")
+    @classmethod
+    def _not_host(cls, v: str) -> str:
+        if v.lower() == "host":
+            raise ValueError("host cannot be added as a response header")
+        return v
 
 
 _CEL_GLOBAL_INTERVAL = " || ".join(
@@ -99,7 +120,7 @@ class Action(SlimeModel):
         "headers_to_add",
         "headersToAdd",
         default=[],
-        max_length=32,
+        max_length=16,
         description="Response headers added to rate-limited responses (local limits only)",
     )
 
@@ -111,15 +132,13 @@ class Action(SlimeModel):
         return self
 
 
-# RE2 has no lookaround and no back-references; Envoy rejects the whole route table on a
-# bad regex, so catch what we can here.
-_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
 
 
 class Matcher(SlimeModel):
     """One request matcher: a header (default), query parameter or source IP."""
 
-    name: str = Field("", max_length=256, description="Header or query parameter name")
+    name: str = Field("", max_length=256, pattern=r"^[^\s\x00]*$",
+                      description="Header or query parameter name (no whitespace)")
     regex_match: str = _both("regex_match", "regexMatch", "", max_length=1024, description="RE2 regex")
     exact_match: str = _both(
         "exact_match",
@@ -128,11 +147,12 @@ class Matcher(SlimeModel):
         max_length=4096,
         description="Exact value; comma-separated IPs for SourceIpMatch",
     )
-    prefix_match: str = _both("prefix_match", "prefixMatch", "", max_length=1024)
-    suffix_match: str = _both("suffix_match", "suffixMatch", "", max_length=1024)
-    present_match: bool = _both("present_match", "presentMatch", False)
-    invert_match: bool = _both("invert_match", "invertMatch", False)
-    is_exact_match_empty: bool = _both("is_exact_match_empty", "isExactMatchEmpty", False)
+    prefix_match: str = _both("prefix_match", "prefixMatch", "", max_length=1024, description="Value starts with this")
+    suffix_match: str = _both("suffix_match", "suffixMatch", "", max_length=1024, description="Value ends with this")
+    present_match: bool = _both("present_match", "presentMatch", False, description="The header is present")
+    invert_match: bool = _both("invert_match", "invertMatch", False, description="Match when the rule does not")
+    is_exact_match_empty: bool = _both("is_exact_match_empty", "isExactMatchEmpty", False,
+                                       description="Match the empty value exactly")
     present_match_separate: bool = _both(
         "present_match_separate",
         "presentMatchSeparate",
@@ -183,12 +203,9 @@ class Matcher(SlimeModel):
         if not self.name:
             raise ValueError(f"{source} matcher needs a name")
         if self.regex_match:
-            if _NOT_RE2.search(self.regex_match):
-                raise ValueError("regex_match: RE2 has no lookaround or back-references")
-            try:
-                re.compile(self.regex_match)
-            except re.error as e:
-                raise ValueError(f"regex_match is not a valid regex: {e}") from None
+            problem = regex_problem(self.regex_match)
+            if problem:
+                raise ValueError(f"regex_match: {problem}")
         string_kinds = (self.regex_match, self.exact_match, self.prefix_match, self.suffix_match)
         if source == "QueryMatch":
             if (
@@ -249,8 +266,8 @@ class SmartLimitDescriptor(SlimeModel):
         max_length=1024,
         description='"true", "false" or an expression that enables the limit when it evaluates to 1',
     )
-    action: Action
-    match: list[Matcher] = Field(default=[], max_length=16)
+    action: Action = Field(description="The limit: quota, fill interval, strategy")
+    match: list[Matcher] = Field(default=[], max_length=16, description="Requests the limit applies to (all match)")
     target: Target | None = Field(None, description="Defaults to spec.target; one of the two is required")
     custom_key: str = _both(
         "custom_key", "customKey", "", max_length=256, description="Unused (upstream: dead)"
@@ -271,7 +288,10 @@ class SmartLimitDescriptor(SlimeModel):
 
 
 class SmartLimitDescriptors(SlimeModel):
-    descriptor: list[SmartLimitDescriptor] = Field(default=[], max_length=64)
+    """The limits of one set (``_base`` or a DestinationRule subset)."""
+
+    descriptor: list[SmartLimitDescriptor] = Field(default=[], max_length=64,
+                                                   description="The set's limits, each with its condition")
 
 
 _CEL_OUTBOUND = (
@@ -301,7 +321,11 @@ class SmartLimiterSpec(SlimeModel):
         }
     )
     sets: dict[str, SmartLimitDescriptors] = Field(
-        max_length=64, description='Descriptors per set: "_base" is the whole service, other keys are subsets'
+        max_length=64, description='Descriptors per set: "_base" is the whole service, other keys are subsets',
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": "self.all(k, k == '_base' || (size(k) <= 63 && k.matches('" + SET_NAME + "')))",
+            "message": "a set is _base or a DestinationRule subset name (lower-case letters, digits and '-', "
+                       "at most 63): it becomes part of an EnvoyFilter's name"}]},
     )
     rls: str = Field("", description="Deprecated and ignored: the RLS is set in the module config")
     workloadSelector: dict[str, str] = Field(
@@ -314,9 +338,13 @@ class SmartLimiterSpec(SlimeModel):
     @model_validator(mode="after")
     def _upstream_rules(self) -> SmartLimiterSpec:
         errors = []
+        for set_name in self.sets:
+            if set_name != BASE_SET and (len(set_name) > 63 or not re.fullmatch(SET_NAME, set_name)):
+                errors.append(f"spec.sets.{set_name[:70]}: a set is _base or a DestinationRule subset name "
+                              "(lower-case letters, digits and '-', at most 63)")
         for set_name, item in self.sets.items():
             for i, d in enumerate(item.descriptor):
-                where = f"spec.sets.{set_name}.descriptor.{i}"
+                where = f"spec.sets.{set_name}.descriptor[{i}]"
                 target = d.target or self.target
                 if target is None:
                     errors.append(f"{where}: no target (set descriptor.target or spec.target)")
@@ -333,13 +361,15 @@ class SmartLimiterSpec(SlimeModel):
 class ActiveDescriptor(SlimeModel):
     """A descriptor as applied: quota evaluated, no condition (upstream's "warped" form)."""
 
-    action: Action
-    match: list[Matcher] = []
-    target: Target | None = None
+    action: Action = Field(description="The limit in force, its quota evaluated")
+    match: list[Matcher] = Field(default=[], description="Requests the limit applies to")
+    target: Target | None = Field(None, description="Where the limit applies")
 
 
 class ActiveDescriptors(SlimeModel):
-    descriptor: list[ActiveDescriptor] = []
+    """The limits of one set in force."""
+
+    descriptor: list[ActiveDescriptor] = Field(default=[], description="The limits in force")
 
 
 class SmartLimiterStatus(StatusBase):

@@ -1,20 +1,25 @@
-"""Context of one SmartLimiter from a set of cluster objects. Pure.
+"""Context of one SmartLimiter from a view of the cluster. Pure.
 
-The operator calls these with its kopf indexes, ``slime render`` with the objects read
-from files, so both render from exactly the same context. Objects are Kubernetes API
-dicts; a collection of them is an iterable of objects or a kopf-style index (a mapping
-from any key to iterables of objects).
+``context`` and ``queries`` are the module contract's functions: the operator calls them with
+a view of its informers' copies, ``slime render`` with a view of the objects read from files,
+so both render from exactly the same context. The helpers below take Kubernetes API dicts; a
+collection of them is an iterable of objects or an index (a mapping from any key to iterables
+of objects).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from slime.framework.config import GlobalConfig
+from slime.framework.kinds import DESTINATION_RULE, POD, SERVICE, SERVICE_ENTRY
 from slime.framework.metrics import Handler, Query, build_queries, pods_by_set, ready_pods
+from slime.framework.module import ClusterView, Metrics, Settings
 from slime.modules.limiter.api import LimiterConfig
-from slime.modules.limiter.render import LimiterContext, pod_namespace, pod_selector, required_metrics, subsets
+from slime.modules.limiter.render import LimiterContext
+from slime.modules.limiter.selectors import pod_namespace, pod_selector, required_metrics, subsets
 
 Obj = Mapping[str, Any]
 Objects = Iterable[Obj] | Mapping[Any, Iterable[Obj]]
@@ -139,6 +144,7 @@ def limiter_context(
     globals_: GlobalConfig,
     service_entries: Objects = (),
     pass_label_regex: str = "",
+    handlers: Iterable[str] = (),
 ) -> LimiterContext:
     """The render context of ``cr``; ``ctx.metrics`` holds the metric values it renders with.
 
@@ -168,9 +174,50 @@ def limiter_context(
         strict_rev=globals_.strictRev,
         host_selector=host_labels,
         pass_label_regex=pass_label_regex,
+        handlers=frozenset(handlers),
+        uses_prometheus=any(not is_pod_count(k) for k in required_metrics(cr)),
     )
 
 
 def is_pod_count(key: str) -> bool:
     """``_base.pod``, ``v1.pod``: keys that only the Pods may give."""
     return key.endswith(".pod")
+
+
+# --------------------------------------------------------------------------- the module contract
+
+
+def _handlers(settings: Settings) -> Mapping[str, Handler]:
+    prometheus = settings.metric.prometheus if settings.metric else None
+    return prometheus.handlers if prometheus else {}
+
+
+def _inputs(cr: Obj, cluster: ClusterView, settings: Settings) -> dict[str, Any]:
+    ns = _ns(cr)
+    globals_ = settings.globals
+    return dict(
+        cr=cr,
+        services=[s for s in cluster.list(SERVICE, ns) if _meta(s).get("name") == _meta(cr).get("name")],
+        pods=cluster.list(POD, pod_namespace(cr, globals_.istioNamespace)),
+        destination_rules=cluster.list(DESTINATION_RULE, ns),
+        service_entries=cluster.list(SERVICE_ENTRY),
+        globals_=globals_,
+    )
+
+
+def queries(cr: Obj, cluster: ClusterView, settings: Settings) -> dict[str, Query]:
+    """The Prometheus queries ``cr`` needs (none without a Prometheus in the module config)."""
+    if settings.metric is None or settings.metric.prometheus is None:
+        return {}
+    return prometheus_queries(config=settings.general, handlers=_handlers(settings),
+                              **_inputs(cr, cluster, settings))
+
+
+def context(cr: Obj, cluster: ClusterView, settings: Settings, metrics: Metrics) -> LimiterContext:
+    """The render context of ``cr``: its Service, pods, DestinationRules, the mesh service of its
+    ``host``, the module config, and the metric values read for it (or why they could not be)."""
+    ctx = limiter_context(metrics=metrics.values, config=settings.general, handlers=_handlers(settings),
+                          **_inputs(cr, cluster, settings))
+    if metrics.error is None:
+        return ctx
+    return dataclasses.replace(ctx, metrics_error=metrics.error)

@@ -1,7 +1,9 @@
-"""SmartLimiter + cluster context -> EnvoyFilters, RLS entries and status. Pure.
+"""SmartLimiter + cluster context -> EnvoyFilters, RLS entries, status and conditions. Pure.
 
-No Kubernetes client, no clock, no environment: the controller gathers the context
-(Service, DestinationRules, metric values, config) and applies the result.
+No Kubernetes client, no clock, no environment: ``context.context`` gathers the context
+(Service, DestinationRules, metric values, config), the reconciler applies the result.
+``render`` decides everything a user sees in the status, ``Ready`` and ``MetricsAvailable``
+included, so the goldens cover it.
 
 Differences from upstream, on purpose (all else matches its output exactly):
 
@@ -19,6 +21,10 @@ Differences from upstream, on purpose (all else matches its output exactly):
   RLS placeholders do not stop at the first virtual-host-level group; a global
   descriptor's RLS entry nests exactly like its route actions.
 * Sets that are not a subset are reported (UnknownSet) rather than ignored.
+* A subset whose name cannot be part of an object name is reported (InvalidName), never
+  written: the name goes into the EnvoyFilter's name and so into a request path.
+* A quota is checked even while its condition is false: a broken quota is reported at once,
+  not on the day the condition first holds.
 """
 
 from __future__ import annotations
@@ -26,41 +32,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import ValidationError
 
-from slime.framework.expr import (
-    ExpressionError,
-    MissingMetricError,
-    evaluate_condition,
-    evaluate_quota,
-    placeholders,
-)
+from slime.framework.conditions import ConditionUpdate, with_ready
+from slime.framework.expr import ExpressionError, MissingMetricError, check_quota, evaluate_condition, evaluate_quota
+from slime.framework.module import Rendered, out_of_scope
+from slime.framework.names import name_problem
+from slime.framework.revision import REV_LABEL, rev_in_scope
+from slime.framework.validation import describe
 from slime.modules.limiter import api
-from slime.modules.limiter.api import (
-    BASE_SET,
-    ActiveDescriptor,
-    LimiterConfig,
-    SmartLimitDescriptor,
-    SmartLimiterSpec,
-)
+from slime.modules.limiter.api import BASE_SET, ActiveDescriptor, LimiterConfig, SmartLimitDescriptor, SmartLimiterSpec
 from slime.modules.limiter.descriptors import activate, is_global, rls_descriptor
 from slime.modules.limiter.patches import config_patches
+from slime.modules.limiter.selectors import envoyfilter_name, service_selector, spec_dict, subsets
 
-REV_LABEL = "istio.io/rev"
 ENVOYFILTER_API = "networking.istio.io/v1alpha3"
 READY, METRICS = "Ready", "MetricsAvailable"
 UINT32_MAX = 2**32 - 1
-
-
-class Problem(NamedTuple):
-    """Input for a status condition: (type, status, reason, message)."""
-
-    type: str
-    status: str
-    reason: str
-    message: str
+Problem = ConditionUpdate  # (type, status, reason, message)
 
 
 @dataclass(frozen=True)
@@ -74,6 +65,9 @@ class LimiterContext:
     strict_rev: bool = False
     host_selector: Mapping[str, str] | None = None  # labels of the mesh service for spec.host
     pass_label_regex: str = ""  # SmartLimiter labels matching it are copied to the EnvoyFilters
+    handlers: frozenset[str] = frozenset()  # Prometheus handlers of the module config
+    metrics_error: tuple[str, str] | None = None  # (reason, message): Prometheus could not be read
+    uses_prometheus: bool = False  # its expressions need a metric other than pod counts
 
 
 @dataclass(frozen=True)
@@ -89,48 +83,6 @@ class LimiterResult:
     missing_metrics: frozenset[str] = frozenset()
 
 
-def envoyfilter_name(name: str, namespace: str, set_name: str = BASE_SET) -> str:
-    if set_name == BASE_SET:
-        return f"{name}.{namespace}.ratelimit"
-    return f"{name}.{namespace}.{set_name}.ratelimit"
-
-
-def rev_in_scope(rev: str, istio_rev: str, strict_rev: bool) -> bool:
-    """Whether an object labelled istio.io/rev=rev is managed by this deployment."""
-    if not istio_rev:
-        return True
-    if not rev and not strict_rev:
-        return True
-    return rev in [r.strip() for r in istio_rev.split(",")]
-
-
-def _spec_dict(cr: Mapping[str, Any]) -> Mapping[str, Any]:
-    spec = cr.get("spec")
-    return spec if isinstance(spec, Mapping) else {}
-
-
-def required_metrics(cr: Mapping[str, Any]) -> set[str]:
-    """Metric keys the conditions and quotas refer to (unparsable templates are skipped)."""
-    keys: set[str] = set()
-    sets = _spec_dict(cr).get("sets")
-    for item in (sets or {}).values() if isinstance(sets, Mapping) else ():
-        for d in (item or {}).get("descriptor") or []:
-            action = d.get("action") or {}
-            for text in (d.get("condition"), action.get("quota")):
-                if isinstance(text, str):
-                    try:
-                        keys |= placeholders(text)
-                    except ExpressionError:
-                        pass
-    return keys
-
-
-def _service_selector(service: Mapping[str, Any] | None) -> dict[str, str] | None:
-    if not service:
-        return None
-    return dict((service.get("spec") or {}).get("selector") or {})
-
-
 def _base_selector(spec: SmartLimiterSpec, ctx: LimiterContext) -> tuple[dict[str, str] | None, str]:
     """Workload labels of the EnvoyFilter (may be empty for gateways), or None and why not."""
     if spec.gateway or spec.workloadSelector:
@@ -140,7 +92,7 @@ def _base_selector(spec: SmartLimiterSpec, ctx: LimiterContext) -> tuple[dict[st
             return None, f"no mesh service found for host {spec.host!r}"
         labels = {k: v or "default" for k, v in ctx.host_selector.items()}
         return (labels, "") if labels else (None, f"mesh service {spec.host!r} has no label selector")
-    selector = _service_selector(ctx.service)
+    selector = service_selector(ctx.service)
     if selector is None:
         return None, "Service not found (a SmartLimiter limits the Service with its name and namespace)"
     if not selector:
@@ -148,109 +100,60 @@ def _base_selector(spec: SmartLimiterSpec, ctx: LimiterContext) -> tuple[dict[st
     return selector, ""
 
 
-def pod_selector(
-    cr: Mapping[str, Any], service: Mapping[str, Any] | None, host_selector: Mapping[str, str] | None = None
-) -> dict[str, str] | None:
-    """Labels of the pods whose count is ``_base.pod`` (None: no pods to count)."""
-    spec = _spec_dict(cr)
-    ws = spec.get("workloadSelector") or {}
-    if ws:
-        return dict(ws)
-    if spec.get("gateway"):
-        return None
-    if spec.get("host"):
-        return {k: v or "default" for k, v in host_selector.items()} if host_selector else None
-    return _service_selector(service) or None
+def _missing(key: str, ctx: LimiterContext) -> tuple[str, str, str]:
+    """(condition type, reason, message) for a metric the expressions need and the context lacks."""
+    set_name, _, metric = key.partition(".")
+    if metric == "pod":
+        return READY, "NoRunningPod", f"no Running pod in set {set_name} ({{{{.{key}}}}})"
+    handler = key if key in ctx.handlers else metric  # `<set>.<handler>`, or `<handler>` without $pod_name
+    if ctx.config.disableAdaptive:
+        return METRICS, "AdaptiveDisabled", f"{{{{.{key}}}}} needs Prometheus, but general.disableAdaptive is set"
+    if handler not in ctx.handlers:
+        return (METRICS, "NoHandler",
+                f"{{{{.{key}}}}}: no Prometheus handler {handler!r} in the module config (metric.prometheus.handlers)")
+    return METRICS, "NoData", f"{{{{.{key}}}}}: Prometheus returned no data for it"
 
 
-def pod_namespace(cr: Mapping[str, Any], istio_namespace: str = "istio-system") -> str | None:
-    """Namespace to count pods in; None = all (a workloadSelector in the istio root namespace)."""
-    ns = (cr.get("metadata") or {}).get("namespace", "default")
-    if (_spec_dict(cr).get("workloadSelector") or {}) and ns == istio_namespace:
-        return None
-    return str(ns)
-
-
-def _fqdn(host: str, namespace: str) -> str:
-    return host if "." in host else f"{host}.{namespace}.svc.cluster.local"
-
-
-def subsets(
-    cr: Mapping[str, Any], destination_rules: Sequence[Mapping[str, Any]]
-) -> dict[str, dict[str, str]]:
-    """DestinationRule subsets (name -> labels) of the limited host, in a stable order.
-
-    Only inbound limiters without workloadSelector have subsets, as upstream.
-    """
-    meta = cr.get("metadata") or {}
-    name, ns = meta.get("name", ""), meta.get("namespace", "default")
-    spec = _spec_dict(cr)
-    if spec.get("gateway") or spec.get("workloadSelector") or _raw_outbound(spec):
-        return {}
-    host = _fqdn(spec.get("host") or f"{name}.{ns}.svc.cluster.local", ns)
-    out: dict[str, dict[str, str]] = {}
-
-    def key(dr: Mapping[str, Any]) -> tuple[str, str]:
-        m = dr.get("metadata") or {}
-        return (m.get("namespace", ""), m.get("name", ""))
-
-    for dr in sorted(destination_rules, key=key):
-        dr_spec = dr.get("spec") or {}
-        if _fqdn(dr_spec.get("host", ""), key(dr)[0] or ns) != host:
-            continue
-        for sub in dr_spec.get("subsets") or []:
-            sub_name = sub.get("name")
-            if sub_name and sub_name != BASE_SET and sub_name not in out:
-                out[sub_name] = dict(sub.get("labels") or {})
-    return out
-
-
-def _raw_outbound(spec: Mapping[str, Any]) -> bool:
-    default = (spec.get("target") or {}).get("direction")
-    sets = spec.get("sets") or {}
-    for item in sets.values() if isinstance(sets, Mapping) else ():
-        for d in (item or {}).get("descriptor") or []:
-            target = d.get("target")
-            if (target.get("direction") if target is not None else default) == api.OUTBOUND:
-                return True
-    return False
-
-
-def _validation_message(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"spec.{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
+def _missing_problem(key: str, ctx: LimiterContext, where: str) -> Problem:
+    type_, reason, message = _missing(key, ctx)
+    return Problem(type_, False, reason, f"{where}: {message}")
 
 
 def _evaluate(
     d: SmartLimitDescriptor,
-    metrics: Mapping[str, str],
+    ctx: LimiterContext,
     where: str,
     problems: list[Problem],
     missing: set[str],
 ) -> int | None:
     """The quota if the descriptor is active now, else None (problems recorded)."""
+    active: bool | None = None
     try:
-        if not evaluate_condition(d.condition, metrics):
-            return None
-        quota = evaluate_quota(d.action.quota, metrics)
+        active = evaluate_condition(d.condition, ctx.metrics)
     except MissingMetricError as e:
         missing.update(e.missing)
-        problems.append(Problem(METRICS, "False", "MissingMetric", f"{where}: {e}"))
+        problems += [_missing_problem(k, ctx, f"{where}.condition") for k in e.missing]
+    except ExpressionError as e:
+        problems.append(Problem(READY, False, "InvalidExpression", f"{where}.condition: {e}"))
+    if not active:
+        try:  # a broken quota is reported even while the condition is false
+            check_quota(d.action.quota)
+        except ExpressionError as e:
+            problems.append(Problem(READY, False, "InvalidExpression", f"{where}.action.quota: {e}"))
+        return None
+    try:
+        quota = evaluate_quota(d.action.quota, ctx.metrics)
+    except MissingMetricError as e:
+        missing.update(e.missing)
+        problems += [_missing_problem(k, ctx, f"{where}.action.quota") for k in e.missing]
         return None
     except ExpressionError as e:
-        problems.append(Problem(READY, "False", "InvalidExpression", f"{where}: {e}"))
+        problems.append(Problem(READY, False, "InvalidExpression", f"{where}.action.quota: {e}"))
         return None
     low = 0 if d.action.strategy == api.GLOBAL else 1
     if not low <= quota <= UINT32_MAX:
-        problems.append(
-            Problem(
-                READY, "False", "InvalidQuota", f"{where}: quota is {quota}, must be in {low}..{UINT32_MAX}"
-            )
-        )
+        problems.append(Problem(READY, False, "InvalidQuota",
+                                f"{where}.action.quota: quota is {quota}, must be in {low}..{UINT32_MAX}"))
         return None
     return quota
 
@@ -302,15 +205,15 @@ def render_smartlimiter(cr: Mapping[str, Any], ctx: LimiterContext) -> LimiterRe
     if not rev_in_scope(rev, ctx.istio_rev, ctx.strict_rev):
         return LimiterResult(in_scope=False, status=status)
     try:
-        spec = SmartLimiterSpec.model_validate(_spec_dict(cr))
+        spec = SmartLimiterSpec.model_validate(spec_dict(cr))
     except ValidationError as e:
-        problem = Problem(READY, "False", "InvalidSpec", _validation_message(e))
+        problem = Problem(READY, False, "InvalidSpec", "; ".join(describe(e)))
         return LimiterResult(valid=False, status=status, problems=[problem])
 
     problems: list[Problem] = []
     selector, why = _base_selector(spec, ctx)
     if selector is None:
-        problems.append(Problem(READY, "False", "NoWorkload", why))
+        problems.append(Problem(READY, False, "NoWorkload", why))
         return LimiterResult(
             status=status, problems=problems, incomplete_sets=frozenset(spec.sets) | {BASE_SET}
         )
@@ -318,11 +221,8 @@ def render_smartlimiter(cr: Mapping[str, Any], ctx: LimiterContext) -> LimiterRe
     subset_labels = subsets(cr, ctx.destination_rules)
     order = [*subset_labels, BASE_SET]
     for unknown in sorted(set(spec.sets) - set(order)):
-        problems.append(
-            Problem(
-                READY, "False", "UnknownSet", f"set {unknown!r} is neither _base nor a DestinationRule subset"
-            )
-        )
+        problems.append(Problem(READY, False, "UnknownSet",
+                                f"spec.sets.{unknown}: neither _base nor a subset of a DestinationRule of the host"))
 
     envoyfilters: list[dict[str, Any]] = []
     rls: list[dict[str, Any]] = []
@@ -331,18 +231,22 @@ def render_smartlimiter(cr: Mapping[str, Any], ctx: LimiterContext) -> LimiterRe
     for set_name in order:
         if set_name not in spec.sets:
             continue
+        bad_name = name_problem(envoyfilter_name(name, ns, set_name), "EnvoyFilter name")
+        if bad_name:  # a subset name comes from a DestinationRule, not from our schema
+            problems.append(Problem(READY, False, "InvalidName", f"spec.sets.{set_name}: {bad_name}"))
+            continue
         active: list[ActiveDescriptor] = []
         for i, d in enumerate(spec.sets[set_name].descriptor):
-            seen = len(problems)
-            quota = _evaluate(d, ctx.metrics, f"spec.sets.{set_name}.descriptor.{i}", problems, missing)
-            if any(p.type == METRICS for p in problems[seen:]):
+            before = len(missing)
+            quota = _evaluate(d, ctx, f"spec.sets.{set_name}.descriptor[{i}]", problems, missing)
+            if len(missing) > before or (missing and _needs(d, missing)):
                 incomplete.add(set_name)
             if quota is not None:
                 active += activate(d, quota)
         if not active:
             continue
         patches, messages = config_patches(active, spec.target, spec.gateway, name, ns, ctx.config)
-        problems += [Problem(READY, "False", "RateLimitServiceNotConfigured", m) for m in messages]
+        problems += [Problem(READY, False, "RateLimitServiceNotConfigured", m) for m in messages]
         set_selector = {**selector, **subset_labels.get(set_name, {})}
         envoyfilters.append(_envoyfilter(meta, ctx, set_name, set_selector, patches))
         status["ratelimitStatus"][set_name] = {"descriptor": [_dump(a) for a in active]}
@@ -361,3 +265,64 @@ def render_smartlimiter(cr: Mapping[str, Any], ctx: LimiterContext) -> LimiterRe
         incomplete_sets=frozenset(incomplete),
         missing_metrics=frozenset(missing),
     )
+
+
+def _needs(d: SmartLimitDescriptor, missing: set[str]) -> bool:
+    text = f"{d.condition} {d.action.quota}"
+    return any("." + key in text for key in missing)
+
+
+def _all_names(cr: Mapping[str, Any]) -> frozenset[str]:
+    """Names of every EnvoyFilter the CR may own (its sets), to keep them as they are."""
+    meta = cr.get("metadata") or {}
+    sets = spec_dict(cr).get("sets")
+    names = {BASE_SET, *(sets if isinstance(sets, Mapping) else ())}
+    return frozenset(envoyfilter_name(str(meta.get("name", "")), str(meta.get("namespace", "default")), s)
+                     for s in names)
+
+
+def render(cr: Mapping[str, Any], ctx: LimiterContext) -> Rendered:
+    """The module contract's render: objects, status fields and conditions of one SmartLimiter.
+
+    Sets that could not be evaluated (a missing metric, no Running pod) keep the EnvoyFilter in
+    force (``keep``); so does everything while Prometheus cannot be read. ``MetricsAvailable``
+    is there only for a limiter whose expressions use Prometheus; ``Ready`` sums up.
+    """
+    if ctx.metrics_error is not None:
+        reason, message = ctx.metrics_error
+        return Rendered(objects=[], keep=_all_names(cr), conditions=[
+            ConditionUpdate(READY, False, "MetricsUnavailable", f"the limits in force are kept: {message}"),
+            ConditionUpdate(METRICS, False, reason, message),
+        ])
+    result = render_smartlimiter(cr, ctx)
+    if not result.in_scope:
+        return out_of_scope()
+    problems = list(result.problems)
+    if ctx.uses_prometheus and not any(p.type == METRICS for p in problems):
+        problems.append(Problem(METRICS, True, "MetricsRead", "every metric the expressions use has a value"))
+    mesh_wide = _mesh_wide(cr, ctx)
+    if mesh_wide:
+        problems.append(Problem("AppliesMeshWide", True, "RootNamespace", mesh_wide))
+    if not result.valid:
+        return Rendered(objects=None, conditions=with_ready(problems, "", ""))
+    keep = frozenset(envoyfilter_name(str(cr["metadata"]["name"]), str(cr["metadata"].get("namespace", "default")),
+                                      s) for s in result.incomplete_sets)
+    objects = [ef for ef in result.envoyfilters if ef["metadata"]["name"] not in keep]
+    summary = f"{len(objects)} EnvoyFilter(s) in force" + (f"; {mesh_wide}" if mesh_wide else "")
+    return Rendered(
+        objects=objects,
+        status=result.status,
+        conditions=with_ready(problems, "Rendered", summary),
+        keep=keep,
+        shared=None if result.incomplete_sets else result.rls_descriptors,
+    )
+
+
+def _mesh_wide(cr: Mapping[str, Any], ctx: LimiterContext) -> str:
+    """Istio's rule: an EnvoyFilter without workloadSelector in the root namespace applies to every
+    proxy of its context; for a gateway limiter, to every gateway in the mesh."""
+    spec = spec_dict(cr)
+    ns = (cr.get("metadata") or {}).get("namespace", "default")
+    if ns == ctx.istio_namespace and spec.get("gateway") and not spec.get("workloadSelector"):
+        return "applies to every gateway in the mesh (Istio root namespace, no workloadSelector)"
+    return ""

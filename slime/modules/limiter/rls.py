@@ -7,6 +7,7 @@ Each SmartLimiter owns the top-level descriptors whose value is one of its
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,3 +79,51 @@ def merge_rls_config(
 ) -> str:
     """``config.yaml`` with one SmartLimiter's entries replaced by ``descriptors`` (none: removed)."""
     return merge_rls_updates(text, {(name, namespace): descriptors}, domain)
+
+
+# --------------------------------------------------------------------------- the shared output
+
+
+def rls_ref(settings: Any) -> tuple[Any, str, str] | None:
+    """(kind, namespace, name) of the RLS ConfigMap, or None when global limits write none.
+    A ``rlsConfigMap`` without a namespace means the module's ``istioNamespace`` (on every path)."""
+    from slime.framework.kinds import CONFIG_MAP
+
+    config = settings.general
+    ref = config.rlsConfigMap
+    if config.disableGlobalRateLimit or ref is None or not ref.name:
+        return None
+    return CONFIG_MAP, ref.namespace or settings.globals.istioNamespace, ref.name
+
+
+def build_configmap(existing: Mapping[str, Any] | None, parts: Mapping[tuple[str, str], Any],
+                    settings: Any) -> dict[str, Any] | None:
+    """The RLS ConfigMap with each SmartLimiter's entries replaced by its part (``(namespace, name)``
+    -> descriptors; empty removes them; None leaves them as they are), or None when nothing
+    changes. The one function ``slime render`` and the operator both use. Raises yaml.YAMLError or
+    ValueError when the existing ``config.yaml`` is not a ratelimit config."""
+    ref = rls_ref(settings)
+    if ref is None:
+        return None
+    _, namespace, name = ref
+    updates = {(n, ns): list(p) for (ns, n), p in parts.items() if p is not None}
+    data = dict((existing or {}).get("data") or {})
+    doc = _parse_cached(data.get(CONFIG_KEY) or "")
+    if not any(updates.values()) and not rls_owners(doc) & {f"{n}.{ns}" for n, ns in updates}:
+        return None  # only removals, of entries that are not there
+    merged = merge_rls_doc(doc, updates, domain=settings.general.rls_domain)
+    if existing is not None and merged == doc:
+        return None
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    labels = ((existing or {}).get("metadata") or {}).get("labels")
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+            "data": {**data, CONFIG_KEY: dump_rls_config(merged)}}
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_cached(text: str) -> dict[str, Any]:
+    # A file with many global limiters takes tens of ms to parse (holding the GIL); the operator
+    # rebuilds from the same text until the ConfigMap changes. Callers never mutate the result.
+    return parse_rls_config(text)

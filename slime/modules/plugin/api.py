@@ -25,6 +25,11 @@ OPAQUE: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
 ListenerType = Literal["Outbound", "Inbound", "Gateway"]
 Protocol = Literal["HTTP", "Dubbo", "Generic"]
+# Enums are accepted by name or number (upstream's jsonpb); numbers map in this order.
+LISTENER_TYPES: tuple[ListenerType, ...] = ("Outbound", "Inbound", "Gateway")
+PROTOCOLS: tuple[Protocol, ...] = ("HTTP", "Dubbo", "Generic")
+EnumNumber = Literal[0, 1, 2]
+INT32 = 2**31 - 1
 
 
 def _oneof_rule(*groups: tuple[str, ...]) -> dict[str, Any]:
@@ -56,7 +61,7 @@ class _RemotePlugin(SlimeModel):
         description="Plugin name inside the module",
     )
     url: str = Field(default="", description="oci://, http(s)://, file:// URL; no scheme means oci://")
-    sha256: str = ""
+    sha256: str = Field(default="", description="SHA-256 of the module, checked by Envoy (empty: not checked)")
     image_pull_secret_name: str | None = Field(
         default=None,
         validation_alias=AliasChoices("image_pull_secret_name", "imagePullSecretName"),
@@ -82,8 +87,8 @@ class Wasm(_RemotePlugin):
 class ImagePullSecret(SlimeModel):
     """Declared by upstream's install CRD under rider; upstream ignores it."""
 
-    imagePullSecretName: str | None = None
-    imagePullSecretContent: str | None = None
+    imagePullSecretName: str | None = Field(default=None, description="Ignored")
+    imagePullSecretContent: str | None = Field(default=None, description="Ignored")
 
 
 class Rider(_RemotePlugin):
@@ -114,20 +119,24 @@ class Plugin(SlimeModel):
     settings: dict[str, Any] | None = Field(
         default=None, description="Deprecated: ignored", json_schema_extra=OPAQUE
     )
-    listenerType: ListenerType | int = Field(default="Outbound", description="Outbound, Inbound or Gateway")
+    listenerType: ListenerType | EnumNumber = Field(
+        default="Outbound", description="Outbound, Inbound or Gateway (or 0, 1, 2)"
+    )
     type_url: str = Field(
         default="", validation_alias=AliasChoices("type_url", "typeUrl"), description="TypedStruct type_url"
     )
     wasm: Wasm | None = None
-    inline: Inline | None = None
+    inline: Inline | None = Field(default=None, description="Filter settings given in the CR")
     rider: Rider | None = None
-    port: int = Field(default=0, description="PluginManager: match this listener port (0: any)")
+    port: int = Field(default=0, ge=0, le=65535, description="PluginManager: match this listener port (0: any)")
     rawPatch: dict[str, Any] | None = Field(
         default=None,
         description="JSON merge patch applied to each generated config patch",
         json_schema_extra=OPAQUE,
     )
-    protocol: Protocol | int = Field(default="HTTP", description="HTTP, Dubbo or Generic")
+    protocol: Protocol | EnumNumber = Field(
+        default="HTTP", description="HTTP, Dubbo or Generic (or 0, 1, 2); only HTTP reaches stock Istio"
+    )
     generic_app_protocol: str = Field(
         default="",
         validation_alias=AliasChoices("generic_app_protocol", "genericAppProtocol"),
@@ -145,6 +154,16 @@ class Plugin(SlimeModel):
             raise ValueError("set at most one of wasm, inline, rider")
         return self
 
+    @property
+    def listener_type(self) -> ListenerType:
+        lt = self.listenerType
+        return LISTENER_TYPES[lt] if isinstance(lt, int) else lt
+
+    @property
+    def protocol_name(self) -> Protocol:
+        p = self.protocol
+        return PROTOCOLS[p] if isinstance(p, int) else p
+
 
 class PluginManagerSpec(SlimeModel):
     """HTTP filters inserted before the router, in list order."""
@@ -160,7 +179,7 @@ class PluginManagerSpec(SlimeModel):
         validation_alias=AliasChoices("gateways", "gateway"),
         description="Unused, as upstream",
     )
-    priority: int = Field(default=0, description="EnvoyFilter priority")
+    priority: int = Field(default=0, ge=-INT32 - 1, le=INT32, description="EnvoyFilter priority")
 
 
 class PluginManagerStatus(StatusBase):
@@ -168,13 +187,13 @@ class PluginManagerStatus(StatusBase):
 
 
 class WorkloadSelector(SlimeModel):
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the workloads to configure")
 
 
 class Listener(SlimeModel):
     """Names route configurations: bind (UDS), host:port or port (sidecar), http.port or generic.app.port."""
 
-    port: int = Field(default=0, description="Listener port; 0 means bind is a UDS path")
+    port: int = Field(default=0, ge=0, le=65535, description="Listener port; 0 means bind is a UDS path")
     outbound: bool = Field(default=False, description="Unused, as upstream")
     portName: str = Field(default="", description='Gateway: "http[-x]" or "generic-<app>[-x]"')
     bind: str = Field(default="", description="Bind address, or the UDS path when port is 0")
@@ -198,7 +217,7 @@ class EnvoyPluginSpec(SlimeModel):
         validation_alias=AliasChoices("workload_selector", "workloadSelector"),
         description="Proxies to patch; unset means all in the namespace",
     )
-    priority: int = Field(default=0, description="EnvoyFilter priority")
+    priority: int = Field(default=0, ge=-INT32 - 1, le=INT32, description="EnvoyFilter priority")
 
 
 class EnvoyPluginStatus(StatusBase):
