@@ -54,6 +54,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
         if E2E_DIR in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+    # The e2e tier last: the faster tiers report first, and they never share the machine with the
+    # mesh bed's node, istiod and Pods (started on first use, stopped at the session's end).
+    items[:] = [i for i in items if E2E_DIR not in i.path.parents] + [i for i in items if E2E_DIR in i.path.parents]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
