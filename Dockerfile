@@ -1,11 +1,13 @@
 # slime operator image: `slime run` as a non-root user.
-FROM python:3.11-slim AS build
+# BASE: any image with Python >= 3.11 and pip (the local test bed passes its own Debian-built one).
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY slime ./slime
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${BASE}
 RUN useradd --uid 65532 --create-home --shell /usr/sbin/nologin slime
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels

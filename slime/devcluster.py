@@ -143,9 +143,9 @@ def istio_crds() -> Path:
     return path
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -221,14 +221,17 @@ class Pki:
     admin_key: Path
 
 
-def generate_pki(directory: Path) -> Pki:
-    """CA, apiserver serving cert, service-account signing key and an admin (system:masters) client cert."""
+def generate_pki(directory: Path, extra_ips: Sequence[str] = ()) -> Pki:
+    """CA, apiserver serving cert, service-account signing key and an admin (system:masters) client cert.
+
+    ``extra_ips`` are added to the serving cert (an apiserver bound elsewhere than loopback)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "slime-dev-ca")]), ca_key, None, ca=True)
     srv_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         # the in-cluster `kubernetes` Service IP and names, for clients that use them
         x509.IPAddress(next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())),
         *(x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
@@ -301,6 +304,11 @@ class DevCluster:
 
     Attributes once started: ``kubeconfig`` (admin kubeconfig path), ``server`` (https URL),
     ``timings`` (seconds per start phase), ``workdir``.
+
+    For a cluster with a node (:mod:`slime.meshbed`): ``bind_address`` serves the apiserver on that
+    address instead of 127.0.0.1 and lets it keep the ``kubernetes`` Service's endpoints (so Pods
+    reach it); ``service_account_admission`` mounts ServiceAccount tokens into Pods;
+    ``controllers`` and ``extra_apiserver_args`` extend the defaults.
     """
 
     def __init__(
@@ -312,8 +320,16 @@ class DevCluster:
         timeout: float = 60.0,
         stop_timeout: float = 10.0,
         kubectl: str | None = None,
+        bind_address: str = "127.0.0.1",
+        service_account_admission: bool = False,
+        controllers: str = KCM_CONTROLLERS,
+        extra_apiserver_args: Sequence[str] = (),
     ) -> None:
         self.crd_paths = [Path(p) for p in crd_paths]
+        self.bind_address = bind_address
+        self.service_account_admission = service_account_admission
+        self.controllers = controllers
+        self.extra_apiserver_args = list(extra_apiserver_args)
         self.bin_dir = bin_dir
         self.namespaces = list(namespaces)
         self.timeout = timeout
@@ -418,7 +434,8 @@ class DevCluster:
         etcd = find_etcd(bin_dir)
         self._dir = Path(tempfile.mkdtemp(prefix="slime-devcluster-"))
         (self._dir / "logs").mkdir()
-        pki = self._pki = generate_pki(self._dir / "pki")
+        loopback = self.bind_address == "127.0.0.1"
+        pki = self._pki = generate_pki(self._dir / "pki", () if loopback else (self.bind_address,))
         self._ssl = ssl.create_default_context(cafile=str(pki.ca_cert))
         self._ssl.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
 
@@ -435,24 +452,30 @@ class DevCluster:
         self.timings["etcd"] = time.monotonic() - t
 
         t = time.monotonic()
-        port = free_port()
-        self.server = f"https://127.0.0.1:{port}"
+        port = free_port(self.bind_address)
+        self.server = f"https://{self.bind_address}:{port}"
         proc = self._spawn("kube-apiserver", [
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={client_url}",
             f"--cert-dir={self._dir / 'pki'}",
             f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
-            f"--secure-port={port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--secure-port={port}", f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.bind_address}",
+            # off loopback, the apiserver keeps the `kubernetes` Service's endpoints (Pods reach it)
+            f"--endpoint-reconciler-type={'none' if loopback else 'lease'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
-            # as envtest: Pods need no default ServiceAccount to exist first
-            "--disable-admission-plugins=ServiceAccount",
+            # as envtest: Pods need no default ServiceAccount to exist first (and get no token)
+            *([] if self.service_account_admission else ["--disable-admission-plugins=ServiceAccount"]),
             "--authorization-mode=RBAC",
             f"--service-account-issuer={self.server}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
+            # a node's kubelet (logs/exec): reached by its IP, with the admin client cert
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki.admin_cert}", f"--kubelet-client-key={pki.admin_key}",
+            *self.extra_apiserver_args,
         ])
         self._wait(proc, "/readyz", lambda: self._get(f"{self.server}/readyz") == "ok")
         self.kubeconfig.write_text(yaml.safe_dump(admin_kubeconfig(self.server, pki)))
@@ -480,7 +503,7 @@ class DevCluster:
             str(bin_dir / "kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
             "--leader-elect=false",
-            f"--controllers={KCM_CONTROLLERS}",
+            f"--controllers={self.controllers}",
             f"--root-ca-file={pki.ca_cert}",
             "--use-service-account-credentials=false",
             # default 20 qps throttles discovery-heavy GC and namespace deletion

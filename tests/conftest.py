@@ -1,5 +1,7 @@
 """Shared fixtures. Tests under tests/integration are marked `integration` and get a real local
-control plane (etcd + kube-apiserver + kube-controller-manager) started once per session."""
+control plane (etcd + kube-apiserver + kube-controller-manager) started once per session.
+Tests under tests/e2e are marked `e2e` and share one real mesh test bed (`mesh_bed`: a node,
+istiod, sidecars, the operator in a Pod; see slime/meshbed.py)."""
 
 from __future__ import annotations
 
@@ -16,16 +18,19 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from slime.devcluster import DevCluster
+    from slime.meshbed import MeshBed
 
 REPO = Path(__file__).resolve().parents[1]
 # The test module (tests/modules/echo) joins the registry for the whole session, subprocesses too.
 os.environ["SLIME_EXTRA_MODULES"] = "tests.modules.echo"
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 INTEGRATION_DIR = REPO / "tests" / "integration"
+E2E_DIR = REPO / "tests" / "e2e"
 
 # Filled at collection time (outside any per-test timeout, since a first build takes many minutes).
 _controlplane: dict[str, Any] = {"bin": None, "error": None}
 _helm: dict[str, Any] = {"bin": None, "error": None}
+_bed: dict[str, Any] = {"istio_bin": None, "error": None, "istio_error": None}
 _report: list[str] = []
 
 
@@ -48,13 +53,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if INTEGRATION_DIR in item.path.parents:
             item.add_marker(pytest.mark.integration)
+        if E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+    # The e2e tier last: the faster tiers report first, and they never share the machine with the
+    # mesh bed's node, istiod and Pods (started on first use, stopped at the session's end).
+    items[:] = [i for i in items if E2E_DIR not in i.path.parents] + [i for i in items if E2E_DIR in i.path.parents]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Only after -m/-k deselection: build/find binaries only if a test will use the cluster.
     if session.config.option.collectonly:
         return
-    if any("helm_bin" in getattr(item, "fixturenames", ()) for item in session.items):
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "helm_bin" in used:
         from tests.helm import HelmUnavailable, find_helm
 
         capture = session.config.pluginmanager.get_plugin("capturemanager")
@@ -63,7 +74,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 _helm["bin"] = find_helm()
             except HelmUnavailable as e:
                 _helm["error"] = str(e)
-    if not any("dev_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+    if not used & {"dev_cluster", "mesh_bed", "istio_bin"}:
         return
     from slime.devcluster import DevClusterError, find_controlplane_bin
 
@@ -74,10 +85,39 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             _controlplane["bin"] = find_controlplane_bin()
         except DevClusterError as e:
             _controlplane["error"] = str(e)
+        if used & {"mesh_bed", "istio_bin"}:
+            _build_bed_prerequisites(bed="mesh_bed" in used)
 
 
-def _unavailable(reason: str) -> None:
-    msg = f"local control plane unavailable: {reason}"
+def _build_bed_prerequisites(bed: bool) -> None:
+    """istiod/istioctl, and for the bed the host tools and the images (outside any test timeout)."""
+    import time
+
+    from slime.devtools import hostnet, images
+    from slime.devtools.istiod import IstiodError, find_istio_bin
+
+    t = time.monotonic()
+    try:
+        _bed["istio_bin"] = find_istio_bin()
+    except IstiodError as e:
+        _bed["istio_error"] = _bed["error"] = str(e)
+        return
+    _report.append(f"istiod/istioctl: {time.monotonic() - t:.0f}s (build or cache)")
+    if not bed or _controlplane["error"]:
+        _bed["error"] = _bed["error"] or _controlplane["error"]
+        return
+    try:
+        hostnet.preflight()
+        t = time.monotonic()
+        built = images.build_images()
+        _report.append(f"bed images: {time.monotonic() - t:.0f}s; built "
+                       + (", ".join(f"{k} {v:.0f}s" for k, v in built.timings.items()) or "none (cached)"))
+    except (hostnet.HostError, images.ImageError) as e:
+        _bed["error"] = str(e)
+
+
+def _unavailable(reason: str, what: str = "local control plane") -> None:
+    msg = f"{what} unavailable: {reason}"
     if os.environ.get("CI") == "true":
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
@@ -156,3 +196,30 @@ def namespace(k8s_api: ApiClient) -> Iterator[str]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     for line in _report:
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def istio_bin() -> Path:
+    """The directory of pilot-discovery and istioctl (built by hack/build-istio.sh)."""
+    if _bed["istio_bin"] is None:
+        _unavailable(_bed["istio_error"] or "not looked up", "istioctl")
+    path: Path = _bed["istio_bin"]
+    return path
+
+
+@pytest.fixture(scope="session")
+def mesh_bed() -> Iterator[MeshBed]:
+    """One real mesh test bed for the whole session (see slime/meshbed.py)."""
+    from slime.devtools.images import IMAGES_DIR, disk_usage
+    from slime.devtools.node import NODE_STATE
+    from slime.meshbed import MeshBed
+
+    if _bed["error"] or _bed["istio_bin"] is None:
+        _unavailable(_bed["error"] or "prerequisites were not looked up", "mesh test bed")
+    with MeshBed() as bed:
+        _report.append("mesh bed start: " + ", ".join(f"{k} {v:.1f}s" for k, v in bed.timings.items()))
+        yield bed
+        rss = bed.rss_bytes()
+        _report.append("mesh bed RSS at teardown: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in rss.items()))
+        _report.append(f"mesh bed disk: images {disk_usage(IMAGES_DIR) / 2**20:.0f} MiB, "
+                       f"containerd {disk_usage(NODE_STATE) / 2**20:.0f} MiB")

@@ -47,9 +47,9 @@ def prometheus_available() -> bool:
     return os.access(PROMETHEUS_BIN, os.X_OK)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -96,9 +96,11 @@ def _log_tail(path: Path, lines: int = 20) -> str:
 @contextmanager
 def run_prometheus(
     targets: Sequence[str], scrape_interval: str | float = "0.5s", wait_for_samples: bool = True,
-    port: int | None = None,
+    port: int | None = None, host: str = "127.0.0.1",
 ) -> Iterator[str]:
     """Start /usr/bin/prometheus scraping ``targets`` (``host:port``); yield its URL.
+
+    It listens on ``host`` (127.0.0.1; the mesh test bed uses its node address so that Pods can query it).
 
     With ``wait_for_samples`` it returns only once ``up`` has a sample for every target, so queries
     see data at once. The server, its config and its TSDB are removed on exit."""
@@ -113,7 +115,7 @@ def run_prometheus(
         }
         cfg.write_text(yaml.safe_dump(config))
         log = Path(tmp) / "prometheus.log"
-        proc, url = _start(cfg, Path(tmp) / "data", log, port)
+        proc, url = _start(cfg, Path(tmp) / "data", log, port, host)
         try:
             if wait_for_samples and targets:
                 wait_until(
@@ -126,17 +128,18 @@ def run_prometheus(
             _stop(proc)
 
 
-def _start(cfg: Path, data: Path, log: Path, fixed_port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def _start(cfg: Path, data: Path, log: Path, fixed_port: int | None = None,
+           host: str = "127.0.0.1") -> tuple[subprocess.Popen[bytes], str]:
     # The port is picked free then bound by Prometheus: retry if another process took it meanwhile.
     for _ in range(1 if fixed_port else 3):
-        port = fixed_port or free_port()
+        port = fixed_port or free_port(host)
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [
                     PROMETHEUS_BIN,
                     f"--config.file={cfg}",
                     f"--storage.tsdb.path={data}",
-                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.listen-address={host}:{port}",
                     "--log.level=warn",
                 ],
                 stdout=out,
@@ -148,7 +151,7 @@ def _start(cfg: Path, data: Path, log: Path, fixed_port: int | None = None) -> t
                 preexec_fn=die_with_parent,
             )
         _running.add(proc)
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host}:{port}"
 
         def ready(proc: subprocess.Popen[bytes] = proc, url: str = url) -> bool:
             if proc.poll() is not None:

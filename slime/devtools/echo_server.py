@@ -1,0 +1,100 @@
+"""The test app of the mesh test bed: an HTTP echo server, and a small client to call it from a Pod.
+
+Runs inside the test-app image (Debian's python3, standard library only)::
+
+    echo-server serve [--port 8080]          # answers every request with JSON:
+                                             # {"pod", "method", "path", "headers", "peer"}
+    echo-server get URL [--count N] [--header K:V ...] [--timeout S]
+                                             # prints {"codes": [...], "bodies": [...first 3...]}
+
+The client makes one connection per request, so each request is a new stream through any sidecar
+on the way. SIGTERM stops the server at once (Pods are deleted without waiting for a grace period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    server_version = "slime-echo"
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({
+            "pod": os.environ.get("POD_NAME", ""),
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "peer": self.client_address[0],
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:  # one line per request on stdout
+        print(f"{self.client_address[0]} {self.command} {self.path}", flush=True)
+
+
+def serve(port: int) -> None:
+    server = ThreadingHTTPServer(("0.0.0.0", port), EchoHandler)  # noqa: S104 - inside a Pod's netns
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    print(f"echo server on :{port}", flush=True)
+    server.serve_forever()
+
+
+def get(url: str, count: int, headers: dict[str, str], timeout: float) -> dict[str, Any]:
+    codes: list[int] = []
+    bodies: list[str] = []
+    for _ in range(count):
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - test URLs
+                code, body = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            code, body = e.code, e.read()
+        except (urllib.error.URLError, OSError) as e:
+            code, body = 0, str(e).encode()
+        codes.append(code)
+        if len(bodies) < 3 or code != codes[0]:
+            bodies.append(body.decode(errors="replace")[:2000])
+    return {"codes": codes, "bodies": bodies}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="echo-server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    g = sub.add_parser("get")
+    g.add_argument("url")
+    g.add_argument("--count", type=int, default=1)
+    g.add_argument("--header", action="append", default=[], help="K:V")
+    g.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.port)
+        return 0
+    headers = dict(h.split(":", 1) for h in args.header)
+    print(json.dumps(get(args.url, args.count, {k.strip(): v.strip() for k, v in headers.items()}, args.timeout)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
