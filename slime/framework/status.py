@@ -135,6 +135,8 @@ class StatusWriter:
         label = f"{cr['kind']} {meta.get('namespace')}/{meta['name']}"
         if now.get("status") == "True":
             log.info("%s is Ready: %s", label, now.get("message"))
+            if was.get("status") != "False":
+                return  # a new object that is fine, or a new message: nothing to look into (no Event)
             event_type = "Normal"
         else:
             log.warning("%s is not Ready (%s): %s", label, now.get("reason"), now.get("message"))

@@ -132,7 +132,13 @@ def contains(have: Any, want: Any) -> bool:
 
 def needs_finalizer(desired: Iterable[dict[str, Any]], owner: dict[str, Any]) -> bool:
     """Children that garbage collection cannot remove (cluster-scoped, another namespace)."""
-    return any(not is_local(owned(obj, owner), owner) for obj in desired)
+    own_ns = owner["metadata"].get("namespace")
+    for obj in desired:
+        if not kinds.of(obj).namespaced:
+            return True
+        if (obj.get("metadata") or {}).get("namespace", own_ns) != own_ns:
+            return True
+    return False
 
 
 def list_children(kube: Kube, owner: dict[str, Any], kinds_: Iterable[Kind],
@@ -231,20 +237,29 @@ class Claims:
 
     def __init__(self) -> None:
         self._owners: dict[Key, tuple[str, str]] = {}
+        self._by_uid: dict[str, set[Key]] = {}
 
     def claim(self, key: Key, uid: str, label: str) -> str | None:
         """None when ``uid`` may write ``key`` (now claimed by it); else the other owner."""
         current = self._owners.setdefault(key, (uid, label))
-        return None if current[0] == uid else current[1]
+        if current[0] == uid:
+            self._by_uid.setdefault(uid, set()).add(key)
+            return None
+        return current[1]
 
     def release(self, key: Key, uid: str) -> None:
         if self._owners.get(key, ("",))[0] == uid:
             del self._owners[key]
+            self._by_uid.get(uid, set()).discard(key)
 
     def release_all(self, uid: str, keep: Collection[Key] = ()) -> None:
         """Forget ``uid``'s claims except ``keep`` (its children after a sync; none once deleted)."""
-        for key in [k for k, (u, _) in self._owners.items() if u == uid and k not in keep]:
-            del self._owners[key]
+        claimed = self._by_uid.get(uid, set())
+        for key in [k for k in claimed if k not in keep]:
+            self._owners.pop(key, None)
+            claimed.discard(key)
+        if not claimed:
+            self._by_uid.pop(uid, None)
 
     def __len__(self) -> int:
         return len(self._owners)

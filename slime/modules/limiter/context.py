@@ -192,12 +192,18 @@ def _handlers(settings: Settings) -> Mapping[str, Handler]:
     return prometheus.handlers if prometheus else {}
 
 
+def _service(cr: Obj, cluster: ClusterView) -> list[Obj]:
+    """The Service of the limiter's name and namespace (a lookup, not a scan of the namespace)."""
+    service = cluster.get(SERVICE, _ns(cr), str(_meta(cr).get("name", "")))
+    return [service] if service is not None else []
+
+
 def _inputs(cr: Obj, cluster: ClusterView, settings: Settings) -> dict[str, Any]:
     ns = _ns(cr)
     globals_ = settings.globals
     return dict(
         cr=cr,
-        services=[s for s in cluster.list(SERVICE, ns) if _meta(s).get("name") == _meta(cr).get("name")],
+        services=_service(cr, cluster),
         pods=cluster.list(POD, pod_namespace(cr, globals_.istioNamespace)),
         destination_rules=cluster.list(DESTINATION_RULE, ns),
         service_entries=cluster.list(SERVICE_ENTRY),

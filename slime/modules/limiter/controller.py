@@ -86,7 +86,8 @@ class LimiterHooks(Hooks):
         meta = cr.get("metadata") or {}
         ns = str(meta.get("namespace", "default"))
         globals_ = self.settings.globals
-        services = [s for s in cluster.list(SERVICE, ns) if (s.get("metadata") or {}).get("name") == meta.get("name")]
+        service = cluster.get(SERVICE, ns, str(meta.get("name", "")))
+        services = [service] if service is not None else []
         entries = cluster.list(SERVICE_ENTRY)
         pods_ns = pod_namespace(cr, globals_.istioNamespace)
         epochs = (meta.get("generation"), self.pod_epochs.get(pods_ns, 0), self.object_epoch)

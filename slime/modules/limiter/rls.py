@@ -108,8 +108,9 @@ def build_configmap(existing: Mapping[str, Any] | None, parts: Mapping[tuple[str
     _, namespace, name = ref
     updates = {(n, ns): list(p) for (ns, n), p in parts.items() if p is not None}
     data = dict((existing or {}).get("data") or {})
-    doc = _parse_cached(data.get(CONFIG_KEY) or "")
-    if not any(updates.values()) and not rls_owners(doc) & {f"{n}.{ns}" for n, ns in updates}:
+    text = data.get(CONFIG_KEY) or ""
+    doc = _parse_cached(text)
+    if not any(updates.values()) and not _owners_cached(text) & {f"{n}.{ns}" for n, ns in updates}:
         return None  # only removals, of entries that are not there
     merged = merge_rls_doc(doc, updates, domain=settings.general.rls_domain)
     if existing is not None and merged == doc:
@@ -120,6 +121,11 @@ def build_configmap(existing: Mapping[str, Any] | None, parts: Mapping[tuple[str
         metadata["labels"] = dict(labels)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
             "data": {**data, CONFIG_KEY: dump_rls_config(merged)}}
+
+
+@functools.lru_cache(maxsize=4)
+def _owners_cached(text: str) -> frozenset[str]:
+    return frozenset(rls_owners(_parse_cached(text)))
 
 
 @functools.lru_cache(maxsize=4)
