@@ -37,7 +37,9 @@ def test_manifest_rbac_lets_the_operator_work(kubeconfig: Path, k8s_api: k8s.Api
     config = yaml.safe_load(kubectl(kubeconfig, "-n", "mesh-operator", "get", "configmap", "slime-config",
                                     "-o", "yaml"))["data"]["config.yaml"]
     (tmp_path / "config.yaml").write_text(config)
-    op = Operator(sa_config, tmp_path / "op.log", priority=5, modules="limiter,plugin,lazyload,boot",
+    manifest = [d for d in yaml.safe_load_all((REPO / "deploy" / "slime.yaml").read_text()) if d]
+    args = next(d for d in manifest if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    op = Operator(sa_config, tmp_path / "op.log", priority=5, modules=args[args.index("--modules") + 1],
                   extra=["--config", str(tmp_path / "config.yaml")]).wait_alive()
     try:
         core = k8s.CoreV1Api(k8s_api)
