@@ -27,6 +27,7 @@ from typing import Any
 from slime.framework.conditions import ConditionUpdate
 from slime.framework.kinds import SIDECAR
 from slime.framework.module import READY, Rendered, out_of_scope
+from slime.framework.revision import REV_LABEL, rev_in_scope
 from slime.framework.validation import parse_spec
 from slime.modules.lazyload.api import SERVICE_FENCE, ServiceFenceSpec, ServiceFenceStatus
 from slime.modules.lazyload.context import FenceContext
@@ -41,18 +42,7 @@ from slime.modules.lazyload.domains import (
 from slime.modules.lazyload.learning import effective_metrics
 from slime.modules.lazyload.names import label_problem, sidecar_host_problem
 
-REV_LABEL = "istio.io/rev"
 MAX_PROBLEMS = 5
-
-
-def rev_in_scope(rev: str, istio_rev: str, strict_rev: bool) -> bool:
-    """Upstream's ``RevInScope``: every rev when none is configured; else one of the list (or none, unless
-    ``strictRev``)."""
-    if not istio_rev:
-        return True
-    if not rev and not strict_rev:
-        return True
-    return rev in [r.strip() for r in istio_rev.split(",")]
 
 
 def _ready(ok: bool, reason: str, message: str) -> list[ConditionUpdate]:

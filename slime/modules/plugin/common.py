@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from slime.framework.revision import REV_LABEL
 from slime.modules.plugin.api import GROUP, VERSION
 from slime.modules.plugin.config import PluginModule
 
 ENVOYFILTER_API = "networking.istio.io/v1alpha3"
-REV_LABEL = "istio.io/rev"
 TYPED_STRUCT = "type.googleapis.com/udpa.type.v1.TypedStruct"
 CONTEXTS = {"Outbound": "SIDECAR_OUTBOUND", "Inbound": "SIDECAR_INBOUND", "Gateway": "GATEWAY"}
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -50,15 +50,6 @@ class Names:
             return cls("envoy.http_connection_manager", "envoy.router",
                        frozenset({"envoy.rate_limit", "envoy.cors", "envoy.ratelimit"}))
         return cls()
-
-
-def rev_in_scope(rev: str, istio_rev: str, strict_rev: bool) -> bool:
-    """Whether an object labelled istio.io/rev=rev is this instance's (upstream's RevInScope)."""
-    if not istio_rev:
-        return True
-    if not rev and not strict_rev:
-        return True
-    return rev in [r.strip() for r in istio_rev.split(",")]
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

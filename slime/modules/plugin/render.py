@@ -45,9 +45,10 @@ from typing import Any
 
 from slime.framework.conditions import ConditionUpdate
 from slime.framework.module import READY, Rendered, out_of_scope
+from slime.framework.revision import REV_LABEL, rev_in_scope
 from slime.framework.validation import parse_spec
 from slime.modules.plugin.api import ENVOY_PLUGIN, PLUGIN_MANAGER
-from slime.modules.plugin.common import REV_LABEL, PluginContext, Problem, envoyfilter, rev_in_scope
+from slime.modules.plugin.common import PluginContext, Problem, envoyfilter
 from slime.modules.plugin.envoyplugin import translate_envoy_plugin
 from slime.modules.plugin.pluginmanager import Translation, translate_plugin_manager
 
