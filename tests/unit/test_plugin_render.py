@@ -13,10 +13,11 @@ from pydantic import ValidationError
 from slime.framework.config import default_module_config
 from slime.framework.kinds import SECRET
 from slime.framework.module import ObjectsView, Settings
+from slime.framework.revision import rev_in_scope
 from slime.modules.plugin import MODULE, envoytypes
 from slime.modules.plugin.api import Listener
 from slime.modules.plugin.checks import check_patch
-from slime.modules.plugin.common import PluginContext, merge_patch, rev_in_scope
+from slime.modules.plugin.common import PluginContext, merge_patch
 from slime.modules.plugin.config import PluginModule
 from slime.modules.plugin.ecds import configuration_string, data_source
 from slime.modules.plugin.envoyplugin import route_configuration_names
