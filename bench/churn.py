@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
                 while tracked(op) > 0:
                     op.check()
                     time.sleep(0.5)
-                time.sleep(2)
+                time.sleep(35)  # the operator's housekeeping (every 30 s) reports its caches, trims memory
+                caches = {k.split("cache=")[1].split(",")[0]: int(v)
+                          for k, v in op.counter("slime_cached_entries").items() if "module=limiter" in k}
                 print(f"cycle {cycle}: {len(names)} created and deleted in {time.monotonic() - t:.0f}s; operator "
-                      f"RSS {up:.1f} MiB with them, {op.rss_mib():.1f} MiB after", flush=True)
+                      f"RSS {up:.1f} MiB with them, {op.rss_mib():.1f} MiB after; per-object caches after: "
+                      f"{caches}", flush=True)
         finally:
             op.stop()
     return 0

@@ -31,6 +31,8 @@ CONDITION = Gauge("slime_resource_condition", "1 for the current status of each 
                   ["kind", "namespace", "name", "condition", "status"])
 BUILD_INFO = Gauge("slime_build_info", "Always 1: the running version", ["version", "python"])
 ACTIVE = Gauge("slime_active_replica", "1 while this replica is the active one (peering), else 0")
+CACHED = Gauge("slime_cached_entries", "Per-object entries the operator keeps, by module and cache (0 once the "
+               "objects are gone)", ["module", "cache"])
 STATUSES = ("True", "False", "Unknown")
 
 

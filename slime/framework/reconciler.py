@@ -46,6 +46,8 @@ FULL_RESYNC_SECONDS = 300.0  # list children now and then to repair drift made b
 CONCURRENCY = 6  # evaluations due by timer or dependency at once; a CR's own edits are not limited
 THREADS = 16  # blocking calls; more than CONCURRENCY so that edits never queue behind refreshes
 OLD_KOPF_FINALIZER = "slime.io/finalizer"  # put on every CR by earlier versions; released on delete
+HOUSEKEEPING_SECONDS = 30.0
+TRIM_AFTER_FORGOTTEN = 100
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Reconciler:
             self.prometheus = PrometheusSource(metric.prometheus.address)
         self.finalizers = frozenset({CHILDREN_FINALIZER, OLD_KOPF_FINALIZER, *self.hooks.finalizers})
         runtime.wake = self.wake
+        self._forgotten = 0  # objects forgotten since the last memory trim
 
     def wake(self, namespace: str, name: str) -> None:
         """Re-evaluate the module's CRs of this namespace and name soon (debounced; event loop)."""
@@ -126,6 +129,16 @@ class Reconciler:
         types = [c.get("type") for c in (written.get("conditions") or []) + self.status.conditions_of(uid)]
         self.status.forget(uid)
         observability.forget(key[0], key[1], key[2], [t for t in dict.fromkeys(types) if t])
+        self._forgotten += 1
+
+    def report_caches(self) -> None:
+        """What is kept per object, for /metrics: each falls to 0 when the objects are gone."""
+        shared = self.runtime.shared
+        name = self.module.name
+        for cache, size in (("states", len(self.states)), ("scheduled", len(self.scheduler.keys)),
+                            ("statuses", len(self.status)), ("claims", len(shared.claims)),
+                            ("events", len(shared.recorder) if shared.recorder is not None else 0)):
+            observability.CACHED.labels(module=name, cache=cache).set(size)
 
     def forget_all(self) -> None:
         """Paused by peering: the active replica takes over; on resume kopf lists everything again."""
@@ -255,6 +268,16 @@ class Reconciler:
         if result != "ready":
             observability.RECONCILE_ERRORS.labels(kind=kind, reason=reason).inc()
 
+    async def _housekeeping(self) -> None:
+        """Every half minute: report the caches; after many objects went, hand the freed memory back
+        (the C allocator keeps it otherwise: RSS would stay at its high-water mark)."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self.report_caches()
+            if self._forgotten >= TRIM_AFTER_FORGOTTEN:
+                self._forgotten = 0
+                await asyncio.to_thread(_trim_memory)
+
     # --- wiring into kopf
 
     def register(self, registry: kopf.OperatorRegistry) -> None:
@@ -278,16 +301,30 @@ class Reconciler:
             task = asyncio.get_running_loop().create_task(self.scheduler.run(active=ready),
                                                           name=f"{self.module.name} scheduler")
             self.runtime.state["scheduler"] = task
+            self.runtime.state["housekeeping"] = asyncio.get_running_loop().create_task(
+                self._housekeeping(), name=f"{self.module.name} housekeeping")
 
         @kopf.on.cleanup(registry=registry)
         async def stop(**_: Any) -> None:
-            task = self.runtime.state.pop("scheduler", None)
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            for name in ("scheduler", "housekeeping"):
+                task = self.runtime.state.pop(name, None)
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self.hooks.stop()
             self.cluster.stop()
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _trim_memory() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _plain(body: Any) -> dict[str, Any]:
