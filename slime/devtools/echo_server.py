@@ -5,7 +5,8 @@ Runs inside the test-app image (Debian's python3, standard library only)::
     echo-server serve [--port 8080]          # answers every request with JSON:
                                              # {"pod", "method", "path", "headers", "peer"}
     echo-server get URL [--count N] [--header K:V ...] [--timeout S]
-                                             # prints {"codes": [...], "bodies": [...first 3...]}
+                                             # prints {"codes": [...], "bodies": [...first 3...],
+                                             #         "headers": [...their response headers...]}
 
 The client makes one connection per request, so each request is a new stream through any sidecar
 on the way. SIGTERM stops the server at once (Pods are deleted without waiting for a grace period).
@@ -62,19 +63,22 @@ def serve(port: int) -> None:
 def get(url: str, count: int, headers: dict[str, str], timeout: float) -> dict[str, Any]:
     codes: list[int] = []
     bodies: list[str] = []
+    answers: list[dict[str, str]] = []  # response headers (lower-case names) of the kept bodies
     for _ in range(count):
         request = urllib.request.Request(url, headers=headers)
+        got: dict[str, str] = {}
         try:
             with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - test URLs
-                code, body = resp.status, resp.read()
+                code, body, got = resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
         except urllib.error.HTTPError as e:
-            code, body = e.code, e.read()
+            code, body, got = e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
         except (urllib.error.URLError, OSError) as e:
             code, body = 0, str(e).encode()
         codes.append(code)
         if len(bodies) < 3 or code != codes[0]:
             bodies.append(body.decode(errors="replace")[:2000])
-    return {"codes": codes, "bodies": bodies}
+            answers.append(got)
+    return {"codes": codes, "bodies": bodies, "headers": answers}
 
 
 def main(argv: list[str] | None = None) -> int:
