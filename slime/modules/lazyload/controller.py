@@ -31,6 +31,7 @@ from typing import Any
 
 from slime.framework.kinds import ENDPOINT_SLICE, ENDPOINTS, NAMESPACE, POD, SERVICE, VIRTUAL_SERVICE, Kind
 from slime.framework.module import ClusterView, Hooks, Metrics, Rendered, Settings
+from slime.framework.sync import INSTANCE
 from slime.modules.lazyload.api import ServiceFenceSpec, ServiceFenceStatus
 from slime.modules.lazyload.autofence import plan, workload_ip_index
 from slime.modules.lazyload.config import Fence
@@ -230,6 +231,9 @@ class LazyloadHooks(Hooks):
         except ValueError as e:
             log.error("lazyload: fallback route not rendered: %s", e)
             return
+        instance = getattr(self.runtime, "instance", "")
+        for obj in desired if instance else []:  # whoever deployed this instance removes them with it
+            obj["metadata"]["labels"][INSTANCE] = instance
         if not desired and not self._fallback_written:
             return  # nothing to write and nothing of ours to remove: no API call
         namespaces_used = gs_namespaces(self.config, self.settings.globals.slimeNamespace) + [
