@@ -1,6 +1,9 @@
 """``make demo``: the product on a built-in local cluster, in one command.
 
-Starts the local control plane (``slime.devcluster``), Prometheus scraping a small exporter of
+With root and the mesh bed's tools (``make setup``), it runs on the real mesh test bed: the operator
+in its Pod, real app Pods with sidecars, a client sending requests, and a live view of 200/429 per
+Service (``slime.demobed``). Otherwise, or with ``--dev-cluster``, it runs as follows (one line says
+why). It starts the local control plane (``slime.devcluster``), Prometheus scraping a small exporter of
 made-up CPU values (when the prometheus binary exists), and ``slime run`` with every module and
 the samples' module configs; applies every module's samples (``samples/<module>/``) with what a
 cluster would add to them (``context/``: Pods, reported Running as a kubelet would; the metric
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from slime import registry
 from slime.crds import crd_files
@@ -93,7 +97,15 @@ def _short(text: str, width: int = 70) -> str:
 
 
 def slime_objects(kube: Kube) -> list[dict[str, Any]]:
-    return [obj for info in registry.crd_infos() for obj in kube.list(info.kind_ref, None)]
+    """Every object of every module's kinds (a kind whose CRD the cluster lacks has none)."""
+    out: list[dict[str, Any]] = []
+    for info in registry.crd_infos():
+        try:
+            out += kube.list(info.kind_ref, None)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    return out
 
 
 def written_objects(kube: Kube) -> list[dict[str, Any]]:
@@ -128,6 +140,19 @@ def show_state(kube: Kube) -> str:
         "",
         _table(["WRITTEN", "NAME", "FOR"], sorted(written)) if written else "Nothing written yet.",
     ])
+
+
+def settled(kube: Kube) -> bool:
+    """Every Slime object has a Ready condition for its current generation."""
+    objects = slime_objects(kube)
+    return bool(objects) and all(
+        _condition(o, "Ready") and (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
+        for o in objects)
+
+
+def not_ready(kube: Kube) -> list[str]:
+    return [f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}" for o in slime_objects(kube)
+            if _condition(o, "Ready").get("status") != "True"]
 
 
 class Demo:
@@ -255,15 +280,10 @@ class Demo:
             self.exporter.set_cpu(NAMESPACE, pod["metadata"]["name"], total / len(pods))
 
     def settled(self) -> bool:
-        """Every sample has a Ready condition for its current generation."""
-        objects = slime_objects(self.kube)
-        return bool(objects) and all(
-            _condition(o, "Ready") and (o.get("status") or {}).get("observedGeneration") == o["metadata"]["generation"]
-            for o in objects)
+        return settled(self.kube)
 
     def not_ready(self) -> list[str]:
-        return [f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']}" for o in slime_objects(self.kube)
-                if _condition(o, "Ready").get("status") != "True"]
+        return not_ready(self.kube)
 
     def check_alive(self) -> None:
         self.cluster.check_alive()
@@ -343,6 +363,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="set up, print the state once things settled, tear down (exit 1 if a sample is not Ready)")
     p.add_argument("--keep", action="store_true", help="keep the logs and module config after exit (path printed)")
     p.add_argument("--kubeconfig-out", type=Path, default=KUBECONFIG_OUT, help="where to write the kubeconfig")
+    p.add_argument("--dev-cluster", action="store_true",
+                   help="the plain local control plane (no node, fake Pods), even where the mesh bed can run")
     return p
 
 
@@ -354,7 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
+    from slime import demobed
+
+    why = "--dev-cluster" if args.dev_cluster else demobed.bed_unavailable()
     try:
+        if why is None:
+            return demobed.main(args.once)
+        print(f"Running the demo on the plain dev cluster (fake Pods, no traffic): the mesh bed is off ({why}).",
+              flush=True)
         with Demo(args.keep, args.kubeconfig_out) as demo:
             if args.once:
                 return run_once(demo)

@@ -21,7 +21,11 @@ What runs (all on this machine; nothing listens beyond 127.0.0.1 and the private
 * a Prometheus on the node address scraping an :class:`~slime.devtools.prometheus.Exporter` (whose
   values tests move) and the operator's ``/metrics`` (through the Service ``slime-metrics``);
 * the operator from ``deploy/slime.yaml`` (its ServiceAccount, RBAC, probes), limiter config
-  pointing at that Prometheus, refresh 1 s.
+  pointing at that Prometheus, refresh 1 s; lazyload with its fallback route on port
+  :data:`LAZYLOAD_PORT` only (the other tests' apps listen on 8080 and never see it), auto-fence for
+  Services and namespaces labelled ``slime.io/serviceFenced: "true"`` (no default fence), learned
+  dependencies forgotten after :data:`LAZYLOAD_TTL`, and the global-sidecar running the bed's proxy
+  image (its plain Envoy, streaming its access log to the operator's Service ``lazyload``).
 
 Stopping (also on an exception in start) undoes everything, host changes included.
 """
@@ -46,18 +50,28 @@ from slime.devtools.meshops import App, MeshBedError, MeshOps, PodRef
 from slime.devtools.node import Node
 from slime.devtools.prometheus import Exporter, run_prometheus
 
-__all__ = ["App", "MeshBed", "MeshBedError", "PodRef", "OPERATOR_METRICS_IP", "default_crds"]
+__all__ = ["App", "LAZYLOAD_PORT", "LAZYLOAD_TTL", "MeshBed", "MeshBedError", "PodRef", "OPERATOR_METRICS_IP",
+           "default_crds"]
 
 log = logging.getLogger(__name__)
 
 DEPLOY_MANIFEST = REPO_ROOT / "deploy" / "slime.yaml"
 OPERATOR_METRICS_IP = "10.0.0.10"  # in the static band of the Service CIDR: never taken by another Service
 CPU_QUERY = 'sum(container_cpu_usage_seconds_total{namespace="$namespace",pod=~"$pod_name"})'
+LAZYLOAD_PORT = 9080  # the wormhole port of the bed's lazyload config
+LAZYLOAD_TTL = 15  # seconds: dependencyTTL of the bed's lazyload config
 
 
 def default_crds() -> list[Path]:
     ours = {*REPO_ROOT.glob("crds/*.yaml"), *REPO_ROOT.glob("slime/crds/*.yaml")}
     return [*sorted(ours), istio_crds()]
+
+
+def lazyload_general(proxy_image: str, ttl: float = LAZYLOAD_TTL) -> dict[str, Any]:
+    """The bed's lazyload ``general`` config (the global-sidecar is the proxy image's plain Envoy)."""
+    return {"wormholePort": [str(LAZYLOAD_PORT)], "autoFence": True, "defaultFence": False,
+            "learnInterval": "1s", "dependencyTTL": f"{ttl:g}s", "expireWait": "1s",
+            "globalSidecar": {"image": proxy_image}}
 
 
 class MeshBed(MeshOps):
@@ -224,7 +238,8 @@ class MeshBed(MeshOps):
     # -- the operator --------------------------------------------------------------------------
 
     def operator_config(self) -> list[dict[str, Any]]:
-        """deploy/slime.yaml's module config, with the limiter reading the bed's Prometheus."""
+        """deploy/slime.yaml's module config, with the limiter reading the bed's Prometheus and
+        lazyload's fallback route and learning set for the bed (see the module doc)."""
         if self._operator_config is not None:
             return self._operator_config
         config = workloads.shipped_operator_config(DEPLOY_MANIFEST)
@@ -233,6 +248,8 @@ class MeshBed(MeshOps):
                 module.setdefault("general", {})["refresh"] = "1s"
                 module["metric"] = {"prometheus": {"address": self.prometheus_url,
                                                    "handlers": {"cpu.sum": {"query": CPU_QUERY}}}}
+            if module.get("kind") == "lazyload":
+                module.setdefault("general", {}).update(lazyload_general(self._images.proxy.name))
         return config
 
     def deploy_operator(self) -> list[PodRef]:

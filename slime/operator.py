@@ -24,6 +24,7 @@ from slime.framework.kube import Kube
 from slime.framework.peering import PeeringGate, peering_objects
 from slime.framework.reconciler import Reconciler
 from slime.framework.runtime import ModuleRuntime, Shared, api_client
+from slime.framework.sync import instance_id
 
 # kopf's peering: a replica counts as gone when not seen for this long; kopf renews its record
 # 5-10 s before (at least every second). A standby takes over within about the lifetime plus its
@@ -138,7 +139,7 @@ def run(options: RunOptions, stop_flag: threading.Event | None = None,
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # no line per /healthz probe
     observability.set_build_info(version())
     kube = Kube(api_client(options.kubeconfig))
-    shared = Shared(kube=kube, cluster=Cluster(kube, options.namespaces))
+    shared = Shared(kube=kube, cluster=Cluster(kube, options.namespaces), instance=instance_id(options.peering_name))
     runtimes = module_runtimes(options, shared)
     # Peers with the highest priority run; the others pause: one active replica.
     priority = options.priority if options.priority is not None else random.randint(1, 2**31 - 1)

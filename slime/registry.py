@@ -125,5 +125,6 @@ def catalog() -> dict[str, ModuleInfo]:
     from slime.framework.rbac import rules_for
 
     return {m.name: ModuleInfo(name=m.name, rules=tuple(rules_for([m])),
-                               kinds=tuple((i.kind, i.group) for i in m.kinds), config=m.config)
+                               kinds=tuple((i.kind, i.group) for i in m.kinds), config=m.config,
+                               manages=tuple(m.manages))
             for m in modules()}

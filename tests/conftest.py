@@ -24,6 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 # The test module (tests/modules/echo) joins the registry for the whole session, subprocesses too.
 os.environ["SLIME_EXTRA_MODULES"] = "tests.modules.echo"
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+# gRPC (the lazyload module's access log server runs in this process in some tests) installs fork
+# handlers that restart its poller thread in a forked child. A subprocess started with a preexec_fn
+# (die_with_parent) is forked, not vfork'ed, and closes the inherited fds before exec, the poller's
+# epoll fd included: the poller aborts the child on EBADF before Envoy (or anything) starts
+# ("epoll_wait error: Bad file descriptor", grpc/grpc#43055; about 2 % of spawns here). No test uses
+# gRPC in a forked child, so fork support is off, before anything imports grpc.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 INTEGRATION_DIR = REPO / "tests" / "integration"
 E2E_DIR = REPO / "tests" / "e2e"
 

@@ -1,11 +1,14 @@
 """What only the operator does for SlimeBoots, beyond the generic reconciler: read the installed
 SlimeBoot CRD at start-up (one log line when it is upstream's, and the ``CRDCompatible`` condition on
-every SlimeBoot), and wake the SlimeBoots when a namespace comes or goes."""
+every SlimeBoot), wake the SlimeBoots when a namespace comes or goes, and, when a SlimeBoot is
+deleted, remove what the modules it deployed wrote for themselves (lazyload's global-sidecar and
+fallback route: upstream's chart deployed those with the SlimeBoot, so they went with it)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -13,10 +16,12 @@ from kubernetes.client.exceptions import ApiException
 
 from slime.boot.api import SLIME_BOOT
 from slime.boot.context import FOREIGN_CRD, crd_verdict
-from slime.framework.kinds import CRD, Kind
+from slime.framework.kinds import CLUSTER_PEERING, CRD, DEPLOYMENT, POD, Kind
 from slime.framework.module import ClusterView, Hooks, Obj
+from slime.framework.sync import INSTANCE, OWNER_UID, instance_id
 
 log = logging.getLogger("slime.boot")
+PODS_GONE_TIMEOUT = 60.0  # seconds the clean-up waits for a deleted module's Pods to stop
 
 
 class WithCrd:
@@ -60,3 +65,34 @@ class BootHooks(Hooks):
     def dependents(self, kind: Kind, namespace: str, name: str, obj: Obj,
                    crs: Mapping[tuple[str, str], dict[str, Any]]) -> Iterable[tuple[str, str]]:
         return list(crs)  # a namespace came or went: few SlimeBoots, any may deploy into it
+
+    def deleted(self, cr: Obj) -> None:
+        """Blocking; before the generic clean-up of the children (the SlimeBoot always has some outside
+        GC's reach: its ClusterRoles). The objects of the ``Module.manages`` kinds labelled with the
+        instance id of a module it deployed (its peering name) are deleted, after that module's
+        Deployment and Pods, so that no module Pod writes them again meanwhile."""
+        kube = self.runtime.kube
+        uid = cr["metadata"]["uid"]
+        manages = {k.kind: k for info in self.runtime.settings.catalog.values() for k in info.manages}
+        ids = [instance_id(p["metadata"]["name"]) for p in kube.list(CLUSTER_PEERING, None, f"{OWNER_UID}={uid}")]
+
+        def written() -> list[tuple[Kind, Obj]]:
+            return [(kind, obj) for kind in manages.values() for i in ids
+                    for obj in kube.list(kind, None, f"{INSTANCE}={i}")]
+
+        if not ids or not written():
+            return
+        deployments = kube.list(DEPLOYMENT, None, f"{OWNER_UID}={uid}")
+        for dep in deployments:
+            kube.delete(DEPLOYMENT, dep["metadata"]["namespace"], dep["metadata"]["name"])
+        deadline = time.monotonic() + PODS_GONE_TIMEOUT
+        for dep in deployments:
+            labels = (dep["spec"].get("selector") or {}).get("matchLabels") or {}
+            selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            while selector and kube.list(POD, dep["metadata"]["namespace"], selector) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        for kind, obj in written():
+            meta = obj["metadata"]
+            if kube.delete(kind, meta.get("namespace"), meta["name"], uid=meta.get("uid")):
+                log.info("Deleted %s %s/%s of a module of deleted SlimeBoot %s/%s", kind.kind, meta.get("namespace"),
+                         meta["name"], cr["metadata"]["namespace"], cr["metadata"]["name"])

@@ -4,8 +4,9 @@ Runs inside the test-app image (Debian's python3, standard library only)::
 
     echo-server serve [--port 8080]          # answers every request with JSON:
                                              # {"pod", "method", "path", "headers", "peer"}
-    echo-server get URL [--count N] [--header K:V ...] [--timeout S]
-                                             # prints {"codes": [...], "bodies": [...first 3...]}
+    echo-server get URL [URL ...] [--count N] [--parallel P] [--header K:V ...] [--timeout S]
+                                             # prints, per URL, one line {"url", "codes": [...],
+                                             # "bodies": [...first 3...], "headers": [...theirs...]}
 
 The client makes one connection per request, so each request is a new stream through any sidecar
 on the way. SIGTERM stops the server at once (Pods are deleted without waiting for a grace period).
@@ -20,6 +21,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -59,22 +61,30 @@ def serve(port: int) -> None:
     server.serve_forever()
 
 
-def get(url: str, count: int, headers: dict[str, str], timeout: float) -> dict[str, Any]:
+def _one(url: str, headers: dict[str, str], timeout: float) -> tuple[int, bytes, dict[str, str]]:
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - test URLs
+            return resp.status, resp.read(), {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), {k.lower(): v for k, v in e.headers.items()}
+    except (urllib.error.URLError, OSError) as e:
+        return 0, str(e).encode(), {}
+
+
+def get(url: str, count: int, headers: dict[str, str], timeout: float, parallel: int = 1) -> dict[str, Any]:
+    """``count`` requests, ``parallel`` at a time (a burst: all at once when ``parallel`` >= ``count``)."""
     codes: list[int] = []
     bodies: list[str] = []
-    for _ in range(count):
-        request = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - test URLs
-                code, body = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            code, body = e.code, e.read()
-        except (urllib.error.URLError, OSError) as e:
-            code, body = 0, str(e).encode()
+    answers: list[dict[str, str]] = []  # response headers (lower-case names) of the kept bodies
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        results = list(pool.map(lambda _: _one(url, headers, timeout), range(count)))
+    for code, body, got in results:
         codes.append(code)
         if len(bodies) < 3 or code != codes[0]:
             bodies.append(body.decode(errors="replace")[:2000])
-    return {"codes": codes, "bodies": bodies}
+            answers.append(got)
+    return {"codes": codes, "bodies": bodies, "headers": answers}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,16 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("serve")
     s.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     g = sub.add_parser("get")
-    g.add_argument("url")
+    g.add_argument("url", nargs="+")
     g.add_argument("--count", type=int, default=1)
     g.add_argument("--header", action="append", default=[], help="K:V")
     g.add_argument("--timeout", type=float, default=5.0)
+    g.add_argument("--parallel", type=int, default=1, help="requests in flight at once")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.port)
         return 0
     headers = dict(h.split(":", 1) for h in args.header)
-    print(json.dumps(get(args.url, args.count, {k.strip(): v.strip() for k, v in headers.items()}, args.timeout)))
+    for url in args.url:
+        result = get(url, args.count, {k.strip(): v.strip() for k, v in headers.items()}, args.timeout, args.parallel)
+        print(json.dumps({"url": url, **result}), flush=True)
     return 0
 
 

@@ -170,6 +170,18 @@ class MeshOps:
         result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
         return result
 
+    def http_get_many(self, pod: PodRef, urls: list[str], count: int = 1, headers: Mapping[str, str] | None = None,
+                      container: str = "app", parallel: int = 1) -> dict[str, dict[str, Any]]:
+        """:meth:`http_get` of several URLs in one ``kubectl exec`` (each URL's ``count`` requests
+        ``parallel`` at a time): URL -> its result."""
+        argv = ["exec", "-n", pod.namespace, pod.name, "-c", container, "--", "python3",
+                "/usr/local/bin/echo-server", "get", *urls, "--count", str(count), "--parallel", str(parallel)]
+        for k, v in (headers or {}).items():
+            argv += ["--header", f"{k}:{v}"]
+        out = self.kubectl(*argv, timeout=60 + count * len(urls))
+        results = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
+        return {r["url"]: r for r in results}
+
     def proxy(self, pod: PodRef) -> Proxy:
         """The acceptance checks of ``pod``'s Envoy (see :mod:`slime.devtools.xdscheck`)."""
         return Proxy(f"{pod.name}.{pod.namespace}", f"http://{pod.ip}:15000", self._istiod.syncz)

@@ -165,6 +165,16 @@ def routes(dump: dict[str, Any], vhost: str, route: str | None = None) -> list[d
             if route is None or r.get("name") == route]
 
 
+def cluster_names(dump: dict[str, Any]) -> set[str]:
+    """The names of the clusters (static, active and warming) in a config_dump."""
+    out = set()
+    for section in dump_sections(dump, "ClustersConfigDump"):
+        for key in ("static_clusters", "dynamic_active_clusters", "dynamic_warming_clusters"):
+            for entry in section.get(key, []):
+                out.add(entry.get("cluster", {}).get("name", ""))
+    return out - {""}
+
+
 def listeners(dump: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for section in dump_sections(dump, "ListenersConfigDump"):
         for entry in section.get("dynamic_listeners", []):

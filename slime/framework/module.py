@@ -78,6 +78,7 @@ class ModuleInfo:
     rules: tuple[Mapping[str, Any], ...]
     kinds: tuple[tuple[str, str], ...]  # (kind, group)
     config: type[BaseModel] | None = None  # its general config model, to validate a config it is given
+    manages: tuple[Kind, ...] = ()  # kinds its hooks write for the instance (``Module.manages``)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ class Shared:
     claims: Claims = field(default_factory=Claims)
     recorder: Recorder | None = None
     peering: PeeringGate = field(default_factory=PeeringGate)
+    instance: str = ""  # this process's INSTANCE label value (slime.framework.sync), "" for none
 
     def __post_init__(self) -> None:
         if self.recorder is None:
@@ -58,6 +59,10 @@ class ModuleRuntime:
     @property
     def peering(self) -> PeeringGate:
         return self.shared.peering
+
+    @property
+    def instance(self) -> str:
+        return self.shared.instance
 
 
 @functools.cache

@@ -18,6 +18,7 @@ Nothing is written when nothing changed: in listing mode only differences are wr
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,18 @@ OWNER_UID = "slime.io/owner-uid"
 OWNER_KIND = "slime.io/owner-kind"
 OWNER = "slime.io/owner"  # annotation: "<Kind> <namespace>/<name>", to name the owner in messages
 CHILDREN_FINALIZER = "slime.io/children"  # on owners of children outside their namespace
+# On objects a module instance's hooks write for the instance as a whole (not for one CR: lazyload's
+# global-sidecar and fallback route): ``instance_id`` of the operator's peering name, which names the
+# Deployment it runs in (a SlimeBoot's modules: ``slime.<namespace>.<name>``), so that the SlimeBoot
+# that deployed the instance removes them with it.
+INSTANCE = "slime.io/instance"
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
+
+
+def instance_id(peering_name: str) -> str:
+    """The ``INSTANCE`` label value of a process whose replicas elect through ``peering_name`` (a hash:
+    such names may be longer than a label value)."""
+    return hashlib.sha256(peering_name.encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)

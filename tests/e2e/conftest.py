@@ -8,9 +8,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from slime.devcluster import DevClusterError
 from slime.meshbed import MeshBed
+
+# plural -> (group, version) of the custom resources the e2e tests read
+RESOURCES = {
+    "smartlimiters": ("microservice.slime.io", "v1alpha2"),
+    "pluginmanagers": ("microservice.slime.io", "v1alpha1"),
+    "envoyplugins": ("microservice.slime.io", "v1alpha1"),
+    "servicefences": ("microservice.slime.io", "v1alpha1"),
+    "slimeboots": ("config.netease.com", "v1alpha1"),
+    "envoyfilters": ("networking.istio.io", "v1alpha3"),
+    "sidecars": ("networking.istio.io", "v1alpha3"),
+}
 
 
 @pytest.fixture
@@ -34,3 +47,31 @@ def smart_limiter(name: str, namespace: str, descriptors: list[dict[str, Any]],
     return {"apiVersion": "microservice.slime.io/v1alpha2", "kind": "SmartLimiter",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {**spec, "sets": {"_base": {"descriptor": descriptors}}}}
+
+
+def custom_object(bed: MeshBed, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """A custom resource (see RESOURCES), or None when it does not exist."""
+    group, version = RESOURCES[plural]
+    try:
+        obj: dict[str, Any] = client.CustomObjectsApi(bed.api).get_namespaced_custom_object(
+            group, version, namespace, plural, name)
+        return obj
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def envoyfilter(bed: MeshBed, namespace: str, name: str) -> dict[str, Any] | None:
+    return custom_object(bed, "envoyfilters", namespace, name)
+
+
+def cr_ready(bed: MeshBed, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The status of a Slime object whose Ready condition is True for its current generation, else None."""
+    obj = custom_object(bed, plural, namespace, name)
+    status = (obj or {}).get("status") or {}
+    if obj is None or status.get("observedGeneration", obj["metadata"]["generation"]) != obj["metadata"]["generation"]:
+        return None
+    if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
+        return dict(status)
+    return None

@@ -137,7 +137,9 @@ def test_install_runs_boot_with_the_charts_rbac(helm_bin: Path, kubeconfig: Path
     finally:
         helm(helm_bin, "uninstall", release, "--kubeconfig", str(kubeconfig), "--namespace", namespace)
     for read in (lambda: apps.read_namespaced_deployment(fullname, namespace),
-                 lambda: rbac.read_cluster_role(fullname), lambda: rbac.read_cluster_role_binding(fullname)):
+                 lambda: rbac.read_cluster_role(fullname), lambda: rbac.read_cluster_role_binding(fullname),
+                 lambda: k8s.CustomObjectsApi(k8s_api).get_cluster_custom_object(
+                     "kopf.dev", "v1", "clusterkopfpeerings", fullname)):  # the release's, not left behind
         with pytest.raises(ApiException) as e:
             read()
         assert e.value.status == 404

@@ -5,6 +5,8 @@ rendered ``access_log`` (from ``global-sidecar-accesslog``), its ALS cluster is 
 (only the address moved to the test server), and its route goes to a cluster named like Istio's inbound
 one (``inbound|80||``). Calls for ``details:9080`` and ``reviews.other:9080`` become learned hosts of the
 caller's Service, then a status and a Sidecar through the pure render.
+
+The forwarder itself (a plain Envoy, no istio-proxy beside it) streams the calls it forwarded too.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from slime.devtools import die_with_parent
 from slime.framework.config import load_module_configs
 from slime.framework.module import ObjectsView, Settings
 from slime.modules.lazyload import MODULE
@@ -26,6 +30,7 @@ from slime.modules.lazyload.context import learned_record
 from slime.modules.lazyload.globalsidecar import ALS_CLUSTER, render_fallback
 from slime.modules.lazyload.learning import AccessLogEntry, LearningBuffer, convert_batch, ip_index, known_services
 from slime.modules.lazyload.server import AccessLogServer, listen_address
+from tests.integration.test_lazyload_envoy import forwarder_of, relocate
 from tests.integration.test_lazyload_helpers import EchoServer, free_port, http_get, run_envoy
 
 pytestmark = pytest.mark.envoy
@@ -145,3 +150,52 @@ def test_listen_address() -> None:
     assert listen_address("127.0.0.1:0") == "127.0.0.1:0"
     with pytest.raises(ValueError, match="logSourcePort"):
         listen_address(":http")
+
+
+async def _forwarded(tmp_path: Path) -> list[AccessLogEntry]:
+    received: list[AccessLogEntry] = []
+    arrived = asyncio.Event()
+
+    def sink(entries: list[AccessLogEntry]) -> None:
+        received.extend(entries)
+        if len(received) >= 2:
+            arrived.set()
+
+    forwarder, ports = relocate(forwarder_of(render_fallback(settings())))
+    [als] = [c for c in forwarder["static_resources"]["clusters"] if c["name"] == ALS_CLUSTER]
+    async with AccessLogServer("127.0.0.1:0", sink) as server:
+        als["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] = {
+            "address": "127.0.0.1", "port_value": server.port}
+        with EchoServer("details") as details, run_envoy(forwarder, tmp_path, "forwarder"):
+            for port in (ports[9080], ports[80]):
+                status, body = await asyncio.to_thread(http_get, port, "/", {
+                    "Host": "details:9080", "Slime-Orig-Dest": f"127.0.0.1:{details.port}",
+                    "Slime-Source-Ns": "default"})
+                assert status == 200, body
+            assert (await asyncio.to_thread(http_get, ports[80], "/", {"Host": "details"}))[0] == 400
+            await asyncio.wait_for(arrived.wait(), timeout=10)
+            await asyncio.sleep(0.5)  # the 400 (no destination) is logged too, after the first two
+    return received
+
+
+def test_the_forwarder_streams_the_calls_it_forwarded(tmp_path: Path) -> None:
+    """No istio-proxy in the global-sidecar's Pod (the mesh bed; a namespace without injection): the
+    plain Envoy's own entries are learned."""
+    received = asyncio.run(_forwarded(tmp_path))
+    forwarded = [e for e in received if e.upstream_cluster == "original_dst"]
+    assert [(e.source_ip, e.authority) for e in forwarded] == [("127.0.0.1", "details.default:9080")] * 2, received
+    endpoints = [*ENDPOINTS, {"kind": "Endpoints", "metadata": {"name": "details", "namespace": "default"}}]
+    assert convert_batch(received, ip_index(endpoints), known_services(endpoints)) == {
+        ("default", "productpage"): {'{destination_service="details.default.svc.cluster.local"}': 2}}
+
+
+def test_subprocesses_start_while_the_als_server_runs() -> None:
+    """gRPC's fork handlers used to abort ~2 % of the children forked for a preexec_fn while a gRPC
+    server ran in this process (tests/conftest.py turns its fork support off; see there)."""
+    async def spawn() -> list[tuple[int, bytes]]:
+        async with AccessLogServer("127.0.0.1:0", lambda entries: None):
+            runs = [subprocess.run(["true"], preexec_fn=die_with_parent, capture_output=True, check=False)
+                    for _ in range(300)]
+        return [(r.returncode, r.stderr[-200:]) for r in runs if r.returncode != 0]
+
+    assert asyncio.run(spawn()) == []

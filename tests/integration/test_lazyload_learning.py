@@ -120,3 +120,62 @@ def test_calls_become_sidecar_hosts_with_at_most_one_write_per_interval(tmp_path
     assert all(b - a >= INTERVAL * 0.95 for a, b in zip(times, times[1:], strict=False)), times
     print(f"\nlearning latency {latency * 1000:.0f} ms; {len(times)} status writes for 301 calls over "
           f"{burst_end - first:.1f}s (interval {INTERVAL}s)")
+
+
+class Gate:
+    """The peering gate's part the hooks use: listeners told when this replica turns active or standby."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Any] = []
+
+    def on_change(self, listener: Any) -> None:
+        self.listeners.append(listener)
+
+    def flip(self, active: bool) -> None:
+        for listener in self.listeners:
+            listener(active)
+
+
+def test_only_the_active_replica_serves_the_access_log() -> None:
+    """A standby closes its port: the global-sidecar's stream (one Service over every replica) cannot
+    stay on a replica that drops what it hears."""
+    async def run() -> list[bool]:
+        port = free_port()
+        cfg = load_module_configs({"name": "lazyload", "kind": "lazyload", "enable": True,
+                                   "general": {"wormholePort": ["9080"]},
+                                   "global": {"misc": {"logSourcePort": f"127.0.0.1:{port}"}}})[0]
+        runtime = Runtime(Settings(name=cfg.name, general=Fence.model_validate(cfg.general), globals=cfg.globals),
+                          Store(objects()), [])
+        gate = Gate()
+        runtime.peering = gate  # type: ignore[attr-defined]
+        hooks = LazyloadHooks(runtime)
+        seen = []
+
+        async def listening() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        async def settle(want: bool) -> bool:
+            for _ in range(100):
+                if await listening() == want:
+                    break
+                await asyncio.sleep(0.05)
+            return await listening()
+
+        await hooks.start()
+        try:
+            seen.append(await listening())
+            gate.flip(False)
+            seen.append(await settle(False))
+            gate.flip(True)
+            seen.append(await settle(True))
+        finally:
+            await hooks.stop()
+        seen.append(await listening())
+        return seen
+
+    assert asyncio.run(run()) == [True, False, True, False]

@@ -79,6 +79,14 @@ def test_only_inbound_entries_of_known_callers_count() -> None:
     assert learned_hosts(entry(), IPS, KNOWN, short_domain=True)[1] == ["details.default.svc.cluster.local"]
 
 
+def test_the_forwarders_own_entries_count() -> None:
+    """The global-sidecar's plain Envoy logs the calls it forwarded (cluster original_dst) itself."""
+    assert learned_hosts(entry(cluster="original_dst"), IPS, KNOWN) == (
+        [("default", "pp-alias"), ("default", "productpage")], ["details.default.svc.cluster.local"])
+    assert learned_hosts(entry(cluster="original_dst", ip="127.0.0.6"), IPS, KNOWN) == ([], [])  # behind an istio-proxy
+    assert learned_hosts(entry(cluster=""), IPS, KNOWN) == ([], [])  # answered by the forwarder itself (400)
+
+
 def test_batch_counts_for_every_caller_service() -> None:
     batch = [entry(), entry(), entry(authority="reviews.other:9080"), entry(ip="10.0.0.2")]
     details, reviews = ('{destination_service="details.default.svc.cluster.local"}',

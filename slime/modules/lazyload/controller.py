@@ -5,7 +5,9 @@ which adds the fence's learning record. Besides, the hooks run:
 
 * learning (accesslog mode): the gRPC access log server (``server.py``); ``sink`` feeds a
   ``LearningBuffer`` on the event loop; a flusher wakes each fence with news at most once per
-  ``learnInterval`` (``runtime.wake``);
+  ``learnInterval`` (``runtime.wake``). Only the active replica serves it: a standby closes its port,
+  so the global-sidecar's long-lived stream, sent to a Service over every replica, ends up on the
+  replica that learns (a stream to a standby would be dropped for as long as it lasts);
 * learning (prometheus mode): the reconciler runs ``fence_queries`` itself; ``next_run`` asks for a
   query every ``max(learnInterval, 10s)``;
 * timers: ``next_run`` is the next moment a fence's domains change by themselves (EXPIREWAIT ends,
@@ -29,6 +31,7 @@ from typing import Any
 
 from slime.framework.kinds import ENDPOINT_SLICE, ENDPOINTS, NAMESPACE, POD, SERVICE, VIRTUAL_SERVICE, Kind
 from slime.framework.module import ClusterView, Hooks, Metrics, Rendered, Settings
+from slime.framework.sync import INSTANCE
 from slime.modules.lazyload.api import ServiceFenceSpec, ServiceFenceStatus
 from slime.modules.lazyload.autofence import plan, workload_ip_index
 from slime.modules.lazyload.config import Fence
@@ -77,6 +80,9 @@ class LazyloadHooks(Hooks):
         self._ports: set[int] = set()  # autoPort: HTTP ports found on Services
         self._is_active = True  # only the active replica learns and writes (peering flips it)
         self._fallback_written = False  # written by this process (a config without a fallback route makes no call)
+        self._started = False
+        self._server_lock = asyncio.Lock()
+        self._serving: set[asyncio.Task[None]] = set()
         gate = getattr(runtime, "peering", None)
         if gate is not None and hasattr(gate, "on_change"):
             gate.on_change(self._peering_changed)
@@ -94,6 +100,10 @@ class LazyloadHooks(Hooks):
 
     def _peering_changed(self, active: bool) -> None:
         self._is_active = active
+        if self._started and self.config.source == "accesslog":
+            task = asyncio.get_running_loop().create_task(self._serve(), name="lazyload access log service")
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
 
     def _wake(self, fence: FenceKey) -> None:
         wake = getattr(self.runtime, "wake", None)
@@ -221,6 +231,9 @@ class LazyloadHooks(Hooks):
         except ValueError as e:
             log.error("lazyload: fallback route not rendered: %s", e)
             return
+        instance = getattr(self.runtime, "instance", "")
+        for obj in desired if instance else []:  # whoever deployed this instance removes them with it
+            obj["metadata"]["labels"][INSTANCE] = instance
         if not desired and not self._fallback_written:
             return  # nothing to write and nothing of ours to remove: no API call
         namespaces_used = gs_namespaces(self.config, self.settings.globals.slimeNamespace) + [
@@ -230,27 +243,41 @@ class LazyloadHooks(Hooks):
 
     # ----------------------------------------------------------------- lifecycle
 
+    async def _serve(self) -> None:
+        """Serve the access log service while active, close it while standby (idempotent)."""
+        async with self._server_lock:
+            if self._is_active and self.server is None:
+                address = listen_address(self.settings.globals.misc.get("logSourcePort", ":8082"))
+                server = AccessLogServer(address, self.sink)
+                try:
+                    await server.start()
+                    self.server = server
+                except (OSError, RuntimeError) as e:  # the operator goes on; fences keep what they learned
+                    log.error("lazyload: cannot serve the access log service on %s (%s): learning from the "
+                              "access log is off; set global.misc.logSourcePort", address, e)
+            elif not self._is_active and self.server is not None:
+                server, self.server = self.server, None
+                log.info("lazyload: standby: the access log service is closed until this replica is active")
+                await server.stop(grace=0)
+
     async def start(self) -> None:
+        self._started = True
         if self.config.source == "accesslog":
-            address = listen_address(self.settings.globals.misc.get("logSourcePort", ":8082"))
-            server = AccessLogServer(address, self.sink)
-            try:
-                await server.start()
-                self.server = server
-            except (OSError, RuntimeError) as e:  # the operator goes on; fences keep what they learned
-                log.error("lazyload: cannot serve the access log service on %s (%s): learning from the access "
-                          "log is off; set global.misc.logSourcePort", address, e)
+            await self._serve()
             self._tasks.append(asyncio.create_task(self._flush(), name="lazyload learning flush"))
         self._tasks.append(asyncio.create_task(self._maintain(), name="lazyload auto-fence and fallback"))
         self._autofence.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._started = False
+        tasks = [*self._tasks, *self._serving]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
+        async with self._server_lock:
+            if self.server is not None:
+                await self.server.stop()
+                self.server = None

@@ -10,6 +10,13 @@ sent, and:
   unconditional, as upstream's ``DISABLE_SVC_CONTROLLER`` mode);
 * the route sends it to an ``ORIGINAL_DST`` cluster that dials the address in that header.
 
+In accesslog mode the forwarder streams its own access log to the module (``access_log`` on each
+forwarding listener, the module's ALS cluster in ``clusters``): a plain Envoy learns without an
+istio-proxy in its Pod. Its entries name the caller's Pod IP (the direct peer: nothing in between)
+and the cluster ``original_dst``. With an injected istio-proxy, that proxy's inbound entries
+(``global-sidecar-accesslog``) count too, and the forwarder's come from Istio's inbound source
+address (127.0.0.6), which maps to no Service: nothing is counted twice.
+
 A probe listener answers 200 on every path (``/healthz/live``, ``/healthz/ready``); the admin
 interface listens on localhost only.
 """
@@ -66,24 +73,29 @@ def _address(port: int, host: str = "0.0.0.0") -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _hcm(stat_prefix: str, route_config: dict[str, Any], filters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": HCM, "typed_config": {
+def _hcm(stat_prefix: str, route_config: dict[str, Any], filters: list[dict[str, Any]],
+         access_log: dict[str, Any] | None = None) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "@type": HCM_TYPE,
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "route_config": route_config,
         "http_filters": [*filters, {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
-    }}
+    }
+    if access_log is not None:
+        config["access_log"] = [access_log]
+    return {"name": HCM, "typed_config": config}
 
 
-def forward_listener(port: int, short_host_rewrite: bool = True, host: str = "0.0.0.0") -> dict[str, Any]:
+def forward_listener(port: int, short_host_rewrite: bool = True, host: str = "0.0.0.0",
+                     access_log: dict[str, Any] | None = None) -> dict[str, Any]:
     lua = {"name": "envoy.filters.http.lua", "typed_config": {
         "@type": LUA_TYPE, "default_source_code": {"inline_string": FORWARD_LUA if short_host_rewrite
                                                    else FORWARD_LUA.replace("if ns ~= nil", "if false and ns")}}}
     route_config = {"name": "forward", "virtual_hosts": [{"name": "forward", "domains": ["*"], "routes": [
         {"match": {"prefix": "/"}, "route": {"cluster": ORIGINAL_DST, "timeout": "0s"}}]}]}
     return {"name": f"forward_{port}", "address": _address(port, host),
-            "filter_chains": [{"filters": [_hcm(f"forward_{port}", route_config, [lua])]}]}
+            "filter_chains": [{"filters": [_hcm(f"forward_{port}", route_config, [lua], access_log)]}]}
 
 
 def probe_listener(port: int, host: str = "0.0.0.0") -> dict[str, Any]:
@@ -109,11 +121,14 @@ def original_dst_cluster(h2: bool = False) -> dict[str, Any]:
 
 
 def forwarder_config(ports: list[int], probe_port: int, admin_port: int, short_host_rewrite: bool = True,
-                     h2: bool = False, host: str = "0.0.0.0") -> dict[str, Any]:
-    """The Envoy bootstrap of the global-sidecar (the ``envoy.yaml`` of its ConfigMap)."""
-    listeners = [forward_listener(p, short_host_rewrite, host) for p in ports if p != probe_port]
+                     h2: bool = False, host: str = "0.0.0.0", access_log: dict[str, Any] | None = None,
+                     clusters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The Envoy bootstrap of the global-sidecar (the ``envoy.yaml`` of its ConfigMap); ``access_log``
+    (an HCM access logger) goes on each forwarding listener, ``clusters`` (the one it streams to) next
+    to ``original_dst``."""
+    listeners = [forward_listener(p, short_host_rewrite, host, access_log) for p in ports if p != probe_port]
     listeners.append(probe_listener(probe_port, host))
     return {
         "admin": {"address": _address(admin_port, "127.0.0.1")},
-        "static_resources": {"listeners": listeners, "clusters": [original_dst_cluster(h2)]},
+        "static_resources": {"listeners": listeners, "clusters": [original_dst_cluster(h2), *(clusters or [])]},
     }

@@ -7,7 +7,9 @@ namespace (``Slime-Source-Ns``) in headers. The global-sidecar is a plain Envoy 
 ours): its route rewrites a short Host to ``<name>.<namespace>`` (a small Lua filter, as upstream's
 proxy did) and its ``ORIGINAL_DST`` cluster dials the address of ``Slime-Orig-Dest``. Its own
 istio-proxy then routes the call with the full mesh config and streams an access log of each call
-(``global-sidecar-accesslog`` + the ``lazyload-accesslog-source`` bootstrap) to the module.
+(``global-sidecar-accesslog`` + the ``lazyload-accesslog-source`` bootstrap) to the module. In accesslog
+mode the forwarder streams its own access log to the module as well, so that learning works without an
+injected istio-proxy (see ``forwarder.py``).
 
 Objects, as upstream's chart names them:
 
@@ -251,6 +253,7 @@ def deployment(config: Fence, namespace: str, ports: list[int], settings: Settin
     container: dict[str, Any] = {
         "name": NAME,
         "image": gs.image,
+        "command": ["envoy"],  # not the image's entrypoint: any image with Envoy on its PATH does
         "args": ["-c", "/etc/global-sidecar/envoy.yaml", "--log-level", "warning"],
         "ports": [{"name": f"http-{p}", "containerPort": p} for p in ports]
         + [{"name": "probe", "containerPort": gs.probePort}],
@@ -278,8 +281,10 @@ def service(ports: list[int], namespace: str, settings: Settings) -> dict[str, A
 
 
 def config_map(config: Fence, ports: list[int], namespace: str, settings: Settings) -> dict[str, Any]:
+    als = config.source == "accesslog"
     envoy = forwarder_config(ports, config.globalSidecar.probePort, config.globalSidecar.adminPort,
-                             h2=config.supportH2)
+                             h2=config.supportH2, access_log=access_log("lazyload_global_sidecar") if als else None,
+                             clusters=als_bootstrap(settings)["static_resources"]["clusters"] if als else None)
     return {"apiVersion": CONFIG_MAP.api_version, "kind": CONFIG_MAP.kind,
             "metadata": _meta(NAME, namespace, settings, {"lazyload.slime.io/config": NAME}),
             "data": {"envoy.yaml": json.dumps(envoy, indent=1, sort_keys=True),

@@ -2,7 +2,8 @@
 
 * ``AccessLogEntry`` -> learned hosts: upstream's conversion (``producer.go``). The caller is the
   Service(s) whose Endpoints or EndpointSlices hold the entry's direct remote address; only inbound
-  entries of the global-sidecar count (``inbound|<port>||``); the authority, without its port and
+  entries of the global-sidecar count (its istio-proxy's ``inbound|<port>||``, or its forwarder's
+  ``original_dst``: calls it forwarded); the authority, without its port and
   unless it is an IP, becomes a full host by its number of DNS labels.
 * ``LearningBuffer``: what was learned since the last status write, per fence. Any number of calls
   make a fence due at most once per ``learnInterval``; only news (a new host, or a TTL refresh that
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from slime.framework.metrics import Query, build_queries
 from slime.modules.lazyload.domains import fqdn, is_valid_host, metric_key
+from slime.modules.lazyload.forwarder import ORIGINAL_DST
 from slime.modules.lazyload.names import domain_problem
 
 if TYPE_CHECKING:
@@ -114,7 +116,7 @@ def learned_hosts(entry: AccessLogEntry, ips: Mapping[str, Sequence[FenceKey]], 
                   short_domain: bool = False) -> tuple[list[FenceKey], list[str]]:
     """(caller fences, learned hosts) of one entry; both empty when it does not count."""
     parts = entry.upstream_cluster.split("|")
-    if len(parts) != 4 or parts[0] != "inbound":
+    if entry.upstream_cluster != ORIGINAL_DST and (len(parts) != 4 or parts[0] != "inbound"):
         return [], []  # the global-sidecar's outbound entries, or not from it
     callers = list(ips.get(entry.source_ip, ()))
     if not callers:
