@@ -66,7 +66,7 @@ def module_runtimes(options: RunOptions, shared: Shared) -> list[ModuleRuntime]:
 def build_registry(runtimes: list[ModuleRuntime], options: RunOptions) -> kopf.OperatorRegistry:
     kopf_registry = kopf.OperatorRegistry()
 
-    @kopf.on.login(registry=kopf_registry)
+    @kopf.on.login(registry=kopf_registry, id="login")
     def login(**kwargs: Any) -> Any:
         if options.kubeconfig is None:
             creds = kopf.login_with_service_account(**kwargs)
@@ -74,7 +74,7 @@ def build_registry(runtimes: list[ModuleRuntime], options: RunOptions) -> kopf.O
                 return creds
         return kopf.login_with_kubeconfig(**kwargs)
 
-    @kopf.on.startup(registry=kopf_registry)
+    @kopf.on.startup(registry=kopf_registry, id="settings")
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = "slime.io/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="slime.io")

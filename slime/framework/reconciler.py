@@ -283,7 +283,10 @@ class Reconciler:
     def register(self, registry: kopf.OperatorRegistry) -> None:
         self.cluster.watch(self.module.reads, self.dependency_changed)
         for info in self.module.kinds:
-            @kopf.on.event(info.group, info.version, info.plural, registry=registry)
+            # the id ends in "_changed": the operator's log drops kopf's "succeeded" line of such a
+            # handler (one per watch event; see slime.operator.QuietWatchHandlers)
+            @kopf.on.event(info.group, info.version, info.plural, registry=registry,
+                           id=f"{info.kind.lower()}_changed")
             async def changed(type: Any, body: kopf.Body, **_: Any) -> None:
                 self.seen(type, _plain(body))
 
@@ -294,7 +297,7 @@ class Reconciler:
             await self.runtime.peering.wait_active()
             await self.cluster.wait_synced()
 
-        @kopf.on.startup(registry=registry)
+        @kopf.on.startup(registry=registry, id=f"{self.module.name} module start")
         async def start(**_: Any) -> None:
             self.cluster.start()
             await self.hooks.start()
@@ -304,7 +307,7 @@ class Reconciler:
             self.runtime.state["housekeeping"] = asyncio.get_running_loop().create_task(
                 self._housekeeping(), name=f"{self.module.name} housekeeping")
 
-        @kopf.on.cleanup(registry=registry)
+        @kopf.on.cleanup(registry=registry, id=f"{self.module.name} module stop")
         async def stop(**_: Any) -> None:
             for name in ("scheduler", "housekeeping"):
                 task = self.runtime.state.pop(name, None)
