@@ -127,13 +127,22 @@ class LazyloadHooks(Hooks):
         return LearningView(cluster, {key: learned_record(key[0], key[1], time.time(), learned, seen)})
 
     def next_run(self, cr: Any, rendered: Rendered, metrics: Metrics) -> float | None:
-        """On the loop, after each evaluation (its status written): what was learned is now in the status;
-        the next evaluation is due when a domain changes by itself."""
+        """On the loop, after each evaluation (its status written); the next evaluation is due when a
+        domain changes by itself.
+
+        What was learned leaves the buffer once the body evaluated (``cr``) holds it, not when a status
+        with it was written: the body of the next evaluation may predate that write (its watch event
+        has not arrived), and a render from it without the learned entries would write them away.
+        Entries the render left out of the status (it never will persist them) leave at once."""
         meta = cr.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         status = rendered.status or {}
         if rendered.objects is not None:
-            self.buffer.written(key, status.get("metricStatus") or {}, status.get("lastSeen") or {})
+            seen_status = cr.get("status") or {}
+            persisted = dict(seen_status.get("metricStatus") or {})
+            out = status.get("metricStatus") or {}
+            persisted.update({k: v for k, v in self.buffer.record(key)[0].items() if k not in out})
+            self.buffer.written(key, persisted, seen_status.get("lastSeen") or {})
         try:
             hosts = ServiceFenceSpec.model_validate(cr.get("spec") or {}).host
             domains = {k: Domain(hosts=list(d.hosts), status=d.state, expire_at=d.expireAt) for k, d in
