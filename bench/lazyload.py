@@ -530,6 +530,23 @@ def phase_reduction(bed: MeshBed, services: int, fanout: int, changes: int, gap:
         fences.stop()
 
 
+def operator_pid() -> int | None:
+    """The operator's process as this host sees it (its Pod shares our kernel)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if b"/etc/slime/config.yaml" in argv and b"--modules" in argv:
+                return int(cmdline.parent.name)
+    return None
+
+
+def fence_reconciles(ip: str) -> dict[str, float]:
+    m = scrape(f"http://{ip}:{METRICS_PORT}/metrics")
+    return {"evaluations": total(m, "slime_reconciles_total", kind="ServiceFence"),
+            "errors": total(m, "slime_reconcile_errors_total", kind="ServiceFence"),
+            "seconds": total(m, "slime_reconcile_duration_seconds_sum", kind="ServiceFence")}
+
+
 def operator_writes(ip: str) -> dict[str, float]:
     m = scrape(f"http://{ip}:{METRICS_PORT}/metrics")
     return {f"{kind} {verb}": total(m, "slime_api_writes_total", kind=kind, verb=verb)
@@ -564,7 +581,9 @@ def phase_writes(bed: MeshBed, nfences: int, rate: float, duration: float, strea
             wait_fence(fences, sidecars, name)
         op_ip = operator_pod(bed)
         time.sleep(3)  # the operator's IP index is refreshed every 2 s
-        w0 = operator_writes(op_ip)
+        w0, r0 = operator_writes(op_ip), fence_reconciles(op_ip)
+        pid = operator_pid()
+        cpu0 = cpu_seconds(pid) if pid else 0.0
         per_message = max(1, round(rate * flush / streams))
         ticks = int(duration / flush)
         sent = [0] * streams
@@ -603,7 +622,7 @@ def phase_writes(bed: MeshBed, nfences: int, rate: float, duration: float, strea
 
         learned_ok = True
         try:
-            fences.wait(learned_all, 120, "every host in its fence's status")
+            fences.wait(learned_all, 60, "every host in its fence's status")
         except TimeoutError:
             learned_ok = False
         learned_at = time.time()
@@ -611,20 +630,25 @@ def phase_writes(bed: MeshBed, nfences: int, rate: float, duration: float, strea
         with contextlib.suppress(TimeoutError):
             sidecars.wait(lambda cur: all(len(sidecar_hosts(cur.get(n))) >= len(expected[n]) for n in names), 30,
                           "every host in its Sidecar")
-        done = time.time()
         time.sleep(2)
-        w1 = operator_writes(op_ip)
-        span = done - start
+        w1, r1 = operator_writes(op_ip), fence_reconciles(op_ip)
+        cpu1 = cpu_seconds(pid) if pid else 0.0
+        # from the first entry to the write that completed the learning (else: to the last write seen)
+        last_write = max((at for at, kind, _, _ in fences.events if kind == "MODIFIED" and at >= start),
+                         default=sent_end)
+        span = (learned_at if learned_ok else max(sent_end, last_write)) - start
         per_fence = {}
         for name in names:
             fw = sorted(at for at, kind, n, _ in fences.events if n == name and kind == "MODIFIED" and at >= start)
+            timeline = [(round(at - start, 2), len((o.get("status") or {}).get("metricStatus") or {}))
+                        for at, kind, n, o in fences.events if n == name and kind == "MODIFIED" and at >= start]
             sw = sorted(at for at, kind, n, _ in sidecars.events if n == name and kind != "DELETED" and at >= start)
             per_fence[name] = {"fence_writes": len(fw), "sidecar_writes": len(sw),
                                "fence_per_s": len(fw) / span, "sidecar_per_s": len(sw) / span,
                                "fence_max_in_1s": max_in_window(fw), "sidecar_max_in_1s": max_in_window(sw),
                                "hosts_learned": len(expected[name] & set(
                                    ((fences.current.get(name) or {}).get("status") or {}).get("metricStatus") or {})),
-                               "hosts_sent": len(expected[name])}
+                               "hosts_sent": len(expected[name]), "timeline": timeline}
         return {
             "fences": nfences, "rate": rate, "duration": duration, "streams": streams,
             "entries_sent": sum(sent), "send_s": sent_end - start, "all_learned": learned_ok,
@@ -633,7 +657,11 @@ def phase_writes(bed: MeshBed, nfences: int, rate: float, duration: float, strea
             "sidecar_writes_per_fence_per_s": max(f["sidecar_per_s"] for f in per_fence.values()),
             "max_fence_writes_in_1s": max(f["fence_max_in_1s"] for f in per_fence.values()),
             "max_sidecar_writes_in_1s": max(f["sidecar_max_in_1s"] for f in per_fence.values()),
-            "operator_writes": {k: w1.get(k, 0) - w0.get(k, 0) for k in sorted({*w0, *w1})},
+            "operator_writes": {k: w1.get(k, 0) - w0.get(k, 0) for k in sorted({*w0, *w1})
+                                if w1.get(k, 0) - w0.get(k, 0)},
+            "fence_evaluations": {k: r1[k] - r0[k] for k in r0}, "operator_cpu_s": cpu1 - cpu0 if pid else None,
+            "operator_log_tail": bed.kubectl("logs", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=slime",
+                                             "--tail", "30").splitlines(),
         }
     finally:
         sidecars.stop()
