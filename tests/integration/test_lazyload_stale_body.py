@@ -60,3 +60,12 @@ def test_a_render_from_a_body_older_than_the_last_write_keeps_what_it_wrote() ->
     hooks.buffer.observe(KEY, {R: 1}, now + 0.1, first.status["metricStatus"], first.status.get("lastSeen") or {})
     assert hooks.buffer.due(now + 1.1) == [KEY]
     assert {D, R} <= set(evaluate(after).status["metricStatus"])
+
+    # news released by a due while an evaluation runs (between its view and its end) wait for the next one
+    x = '{destination_service="x.default.svc.cluster.local"}'
+    rendered = MODULE.render(after, MODULE.context(after, hooks.view(after, store, {}), settings))
+    hooks.buffer.observe(KEY, {x: 1}, now + 2.2, after["status"]["metricStatus"], after["status"].get("lastSeen") or {})
+    assert hooks.buffer.due(now + 2.2) == [KEY]
+    hooks.next_run(after, rendered, NO_METRICS)
+    assert x in hooks.buffer.record(KEY)[0], "released during the evaluation, then dropped"
+    assert x in evaluate(after).status["metricStatus"]
