@@ -111,7 +111,24 @@ def test_buffer_makes_a_fence_due_at_most_once_per_interval() -> None:
             due_times.append(now)
     assert len(due_times) == 2 and due_times[1] - due_times[0] >= 1.0
     assert buf.next_due() == pytest.approx(due_times[1] + 1.0)
+    # a render gets what the last due released; the calls after it wait for the next one
+    assert len(buf.record(KEY)[0]) == round((due_times[1] - 100) / 0.002) + 1
+    assert buf.due(due_times[1] + 1.0) == [KEY]
     assert len(buf.record(KEY)[0]) == 1000
+
+
+def test_renders_between_dues_bring_nothing_new() -> None:
+    """The evaluation a fence's own status write causes must not write what came after its due."""
+    buf = LearningBuffer(interval=1.0)
+    buf.observe(KEY, {D: 1}, 100, {}, {})
+    assert buf.due(100) == [KEY]
+    assert buf.record(KEY) == ({D: "1"}, {D: 100})
+    assert buf.observe(KEY, {R: 1}, 100.1, {}, {})  # news, while the write of D is under way
+    assert buf.record(KEY) == ({D: "1"}, {D: 100})
+    buf.written(KEY, {D: "1"}, {D: 100})
+    assert buf.record(KEY) == ({}, {})  # the re-render after the write: nothing to write
+    assert buf.due(100.5) == [] and buf.due(101) == [KEY]
+    assert buf.record(KEY) == ({R: "1"}, {R: 100})
 
 
 def test_buffer_only_news_make_a_fence_due() -> None:

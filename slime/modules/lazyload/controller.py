@@ -83,6 +83,7 @@ class LazyloadHooks(Hooks):
         self._started = False
         self._server_lock = asyncio.Lock()
         self._serving: set[asyncio.Task[None]] = set()
+        self._handed: dict[FenceKey, dict[str, str]] = {}  # what ``view`` gave each fence's latest render
         gate = getattr(runtime, "peering", None)
         if gate is not None and hasattr(gate, "on_change"):
             gate.on_change(self._peering_changed)
@@ -124,16 +125,27 @@ class LazyloadHooks(Hooks):
         meta = cr.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         learned, seen = self.buffer.record(key)
+        self._handed[key] = dict(learned)
         return LearningView(cluster, {key: learned_record(key[0], key[1], time.time(), learned, seen)})
 
     def next_run(self, cr: Any, rendered: Rendered, metrics: Metrics) -> float | None:
-        """On the loop, after each evaluation (its status written): what was learned is now in the status;
-        the next evaluation is due when a domain changes by itself."""
+        """On the loop, after each evaluation (its status written); the next evaluation is due when a
+        domain changes by itself.
+
+        What was learned leaves the buffer once the body evaluated (``cr``) holds it, not when a status
+        with it was written: the body of the next evaluation may predate that write (its watch event
+        has not arrived), and a render from it without the learned entries would write them away.
+        Entries the render was given and left out of the status (it never will persist them) leave at
+        once; what a ``due`` released during the evaluation waits for the next render."""
         meta = cr.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         status = rendered.status or {}
         if rendered.objects is not None:
-            self.buffer.written(key, status.get("metricStatus") or {}, status.get("lastSeen") or {})
+            seen_status = cr.get("status") or {}
+            persisted = dict(seen_status.get("metricStatus") or {})
+            out = status.get("metricStatus") or {}
+            persisted.update({k: v for k, v in self._handed.pop(key, {}).items() if k not in out})
+            self.buffer.written(key, persisted, seen_status.get("lastSeen") or {})
         try:
             hosts = ServiceFenceSpec.model_validate(cr.get("spec") or {}).host
             domains = {k: Domain(hosts=list(d.hosts), status=d.state, expire_at=d.expireAt) for k, d in
@@ -154,6 +166,7 @@ class LazyloadHooks(Hooks):
         meta = cr.get("metadata") or {}
         key = (str(meta.get("namespace") or "default"), str(meta.get("name") or ""))
         self.buffer.forget(key)
+        self._handed.pop(key, None)
         self._autofence.set()  # with autoFence on, a deleted fence of a fenced Service comes back
 
     # ----------------------------------------------------------------- learning

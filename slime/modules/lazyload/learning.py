@@ -7,7 +7,8 @@
   unless it is an IP, becomes a full host by its number of DNS labels.
 * ``LearningBuffer``: what was learned since the last status write, per fence. Any number of calls
   make a fence due at most once per ``learnInterval``; only news (a new host, or a TTL refresh that
-  is due) make it due at all.
+  is due) make it due at all. A render gets what the fence's last ``due`` released, never what came
+  after it: the evaluations its own writes cause do not write again before the next interval.
 * ``effective_metrics``: the fence's ``metricStatus``/``lastSeen`` after merging what was learned and
   dropping what outlived ``dependencyTTL``.
 * ``prometheus_queries``: upstream's prometheus source mode (``$namespace``, ``$source_app``).
@@ -156,14 +157,17 @@ class _Pending:
     seen: dict[str, int] = field(default_factory=dict)
     dirty: bool = False
     last_flush: float = float("-inf")
+    released: tuple[dict[str, str], dict[str, int]] = field(default_factory=lambda: ({}, {}))  # at the last due
 
 
 class LearningBuffer:
     """Learned entries per fence until its status holds them. Not thread-safe: one owner (the event loop).
 
     ``observe`` takes a batch with the fence's current ``metricStatus``/``lastSeen``; ``due(now)`` gives
-    the fences to re-render now (each at most once per ``interval``); ``record`` is what their render
-    merges; ``written`` drops what a status write persisted."""
+    the fences to re-render now (each at most once per ``interval``) and releases what they learned so
+    far; ``record`` is what was released, which every render merges until the next ``due`` (what came
+    later waits for it, so a render that the fence's own status write causes brings nothing new);
+    ``written`` drops what a status write persisted."""
 
     def __init__(self, interval: float, ttl: float = 0.0) -> None:
         self.interval = interval
@@ -198,6 +202,7 @@ class LearningBuffer:
             if p.dirty and now - p.last_flush >= self.interval:
                 p.dirty = False
                 p.last_flush = now
+                p.released = (dict(p.learned), dict(p.seen))
                 out.append(fence)
         return sorted(out)
 
@@ -207,7 +212,7 @@ class LearningBuffer:
 
     def record(self, fence: FenceKey) -> tuple[dict[str, str], dict[str, int]]:
         p = self._fences.get(fence)
-        return (dict(p.learned), dict(p.seen)) if p else ({}, {})
+        return (dict(p.released[0]), dict(p.released[1])) if p else ({}, {})
 
     def written(self, fence: FenceKey, metrics: Mapping[str, str], seen: Mapping[str, int]) -> None:
         """A status holding ``metrics``/``seen`` was written for ``fence``."""
@@ -216,6 +221,8 @@ class LearningBuffer:
             return
         p.learned = {k: v for k, v in p.learned.items() if k not in metrics}
         p.seen = {k: t for k, t in p.seen.items() if t > seen.get(k, -1)}
+        p.released = ({k: v for k, v in p.released[0].items() if k not in metrics},
+                      {k: t for k, t in p.released[1].items() if t > seen.get(k, -1)})
         # The record stays (its last_flush paces the next write) until the fence is deleted: ``forget``.
 
     def forget(self, fence: FenceKey) -> None:
