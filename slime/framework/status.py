@@ -1,5 +1,5 @@
 """Status of Slime objects: written through the status subresource, only when it changed;
-``Ready`` transitions become an Event and one log line; conditions become gauges.
+``Ready`` going False, and back to True, becomes an Event and one log line; conditions become gauges.
 
 A failure on the way (an API write refused, a name the apiserver rejects) always ends in a
 condition: ``Ready`` False with the reason, so every problem shows in ``kubectl get``.
@@ -134,9 +134,11 @@ class StatusWriter:
             return
         label = f"{cr['kind']} {meta.get('namespace')}/{meta['name']}"
         if now.get("status") == "True":
-            log.info("%s is Ready: %s", label, now.get("message"))
             if was.get("status") != "False":
-                return  # a new object that is fine, or a new message: nothing to look into (no Event)
+                # a new object that is fine, or a new message: nothing to look into (no Event, no line)
+                log.debug("%s is Ready: %s", label, now.get("message"))
+                return
+            log.info("%s is Ready again: %s", label, now.get("message"))
             event_type = "Normal"
         else:
             log.warning("%s is not Ready (%s): %s", label, now.get("reason"), now.get("message"))
