@@ -15,7 +15,7 @@ from slime.framework.config import (
     default_module_config,
     load_module_configs,
 )
-from tests.compat import COMPAT
+from tests.compat import COMPAT, require_compat
 
 LIMITER = """
 name: limiter
@@ -171,6 +171,7 @@ def test_disabled_bundle_item_is_returned_disabled() -> None:
 
 def test_upstream_slimeboot_module_lists_load() -> None:
     # The module lists of upstream's SlimeBoot samples are valid config files.
+    require_compat()
     path = COMPAT / "lazyload/install/samples/lazyload/slimeboot_cluster_prometheus.yaml"
     [boot] = [d for d in yaml.safe_load_all(path.read_text()) if d]
     [cfg] = load_module_configs(boot["spec"]["module"])
