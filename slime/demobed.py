@@ -34,6 +34,7 @@ from slime.demo import (
     SAMPLES,
     SETTLE_TIMEOUT,
     DemoError,
+    _table,
     documents,
     not_ready,
     settled,
@@ -165,13 +166,12 @@ class BedDemo:
         return self.counts.get(service, Counts()).total.get(429, 0) > 0
 
     def traffic(self) -> str:
-        rows = [["SERVICE", "LAST ROUND", "TOTAL 200", "TOTAL 429", "OTHER"]]
+        rows = []
         for svc in self.services:
             c = self.counts.get(svc, Counts())
             other = sum(n for code, n in c.total.items() if code not in (200, 429))
             rows.append([svc, _summary(c.last), str(c.total.get(200, 0)), str(c.total.get(429, 0)), str(other)])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+        return _table(["SERVICE", "LAST ROUND", "TOTAL 200", "TOTAL 429", "OTHER"], rows)
 
     def header(self, next_flip: float | None) -> str:
         state = "above" if self.cpu > CPU_THRESHOLD else "below"

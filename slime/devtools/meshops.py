@@ -162,13 +162,7 @@ class MeshOps:
     def http_get(self, pod: PodRef, url: str, count: int = 1, headers: Mapping[str, str] | None = None,
                  container: str = "app") -> dict[str, Any]:
         """``count`` GETs of ``url`` from inside ``pod`` (one connection each): codes and first bodies."""
-        argv = ["exec", "-n", pod.namespace, pod.name, "-c", container, "--", "python3",
-                "/usr/local/bin/echo-server", "get", url, "--count", str(count)]
-        for k, v in (headers or {}).items():
-            argv += ["--header", f"{k}:{v}"]
-        out = self.kubectl(*argv, timeout=60 + count)
-        result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-        return result
+        return self.http_get_many(pod, [url], count, headers, container)[url]
 
     def http_get_many(self, pod: PodRef, urls: list[str], count: int = 1, headers: Mapping[str, str] | None = None,
                       container: str = "app", parallel: int = 1) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from slime.devcluster import DevClusterError
+from slime.devtools import xdscheck
+from slime.devtools.meshops import App, PodRef
 from slime.meshbed import MeshBed
 
 # plural -> (group, version) of the custom resources the e2e tests read
@@ -75,3 +77,27 @@ def cr_ready(bed: MeshBed, plural: str, namespace: str, name: str) -> dict[str, 
     if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
         return dict(status)
     return None
+
+
+def productpage_behind_a_gateway(bed: MeshBed, namespace: str,
+                                 host: str) -> tuple[App, App, PodRef, xdscheck.Proxy]:
+    """A productpage app, an ingress gateway routing ``host`` to it (Gateway + VirtualService) and
+    a client Pod; returns once the gateway's Envoy has the virtual host and the app is routable
+    through it: (app, gateway, client, the gateway's proxy)."""
+    backend = bed.deploy_app("productpage", namespace, wait=False)
+    gateway = bed.deploy_gateway(namespace)
+    backend.pods = bed.wait_pods(namespace, "app=productpage", 1)
+    client_pod = bed.client(namespace)
+    bed.apply([
+        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": namespace},
+         "spec": {"selector": {"istio": "ingressgateway"},
+                  "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [host]}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "productpage", "namespace": namespace},
+         "spec": {"hosts": [host], "gateways": ["gw"],
+                  "http": [{"route": [{"destination": {"host": backend.fqdn, "port": {"number": backend.port}}}]}]}},
+    ])
+    proxy = bed.proxy(gateway.pods[0])
+    proxy.wait_accepted(applied=lambda d: xdscheck.virtual_hosts(d, f"{host}:80"))
+    bed.wait_routable(backend, via=gateway.pods[0])
+    return backend, gateway, client_pod, proxy

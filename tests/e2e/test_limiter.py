@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from slime.devtools import xdscheck
 from slime.devtools.prometheus import wait_until
 from slime.meshbed import MeshBed
-from tests.e2e.conftest import smart_limiter
+from tests.e2e.conftest import productpage_behind_a_gateway, smart_limiter
 
 LOCAL_RATELIMIT = "envoy.filters.http.local_ratelimit"
 
@@ -133,22 +133,7 @@ def test_outbound_limit_in_the_callers_sidecar(mesh_bed: MeshBed, bed_ns: str) -
 
 @pytest.mark.parametrize("host", ["bookinfo.example.com"])
 def test_gateway_limit_on_a_host(mesh_bed: MeshBed, bed_ns: str, host: str) -> None:
-    backend = mesh_bed.deploy_app("productpage", bed_ns, wait=False)
-    gateway = mesh_bed.deploy_gateway(bed_ns)
-    backend.pods = mesh_bed.wait_pods(bed_ns, "app=productpage", 1)
-    client_pod = mesh_bed.client(bed_ns)
-    mesh_bed.apply([
-        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": bed_ns},
-         "spec": {"selector": {"istio": "ingressgateway"},
-                  "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [host]}]}},
-        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-         "metadata": {"name": "productpage", "namespace": bed_ns},
-         "spec": {"hosts": [host], "gateways": ["gw"],
-                  "http": [{"route": [{"destination": {"host": backend.fqdn, "port": {"number": backend.port}}}]}]}},
-    ])
-    proxy = mesh_bed.proxy(gateway.pods[0])
-    proxy.wait_accepted(applied=lambda d: xdscheck.virtual_hosts(d, f"{host}:80"))
-    mesh_bed.wait_routable(backend, via=gateway.pods[0])
+    backend, gateway, client_pod, proxy = productpage_behind_a_gateway(mesh_bed, bed_ns, host)
     assert mesh_bed.http_get(client_pod, gateway.url, count=3, headers={"Host": host})["codes"] == [200] * 3
 
     mesh_bed.apply([smart_limiter("ingressgateway", bed_ns, [{

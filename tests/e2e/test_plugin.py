@@ -9,7 +9,7 @@ from typing import Any
 from slime.devtools import xdscheck
 from slime.devtools.prometheus import wait_until
 from slime.meshbed import MeshBed
-from tests.e2e.conftest import cr_ready, envoyfilter
+from tests.e2e.conftest import cr_ready, envoyfilter, productpage_behind_a_gateway
 
 LUA, RBAC, FAULT = "envoy.filters.http.lua", "envoy.filters.http.rbac", "envoy.filters.http.fault"
 LUA_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
@@ -124,22 +124,7 @@ def test_envoy_plugin_per_route_setting_acts_on_that_route_only(mesh_bed: MeshBe
 
 def test_gateway_plugin_acts_on_traffic_through_the_gateway(mesh_bed: MeshBed, bed_ns: str) -> None:
     host = "shop.example.com"
-    backend = mesh_bed.deploy_app("productpage", bed_ns, wait=False)
-    gateway = mesh_bed.deploy_gateway(bed_ns)
-    backend.pods = mesh_bed.wait_pods(bed_ns, "app=productpage", 1)
-    client_pod = mesh_bed.client(bed_ns)
-    mesh_bed.apply([
-        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": bed_ns},
-         "spec": {"selector": {"istio": "ingressgateway"},
-                  "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [host]}]}},
-        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-         "metadata": {"name": "productpage", "namespace": bed_ns},
-         "spec": {"hosts": [host], "gateways": ["gw"],
-                  "http": [{"route": [{"destination": {"host": backend.fqdn, "port": {"number": backend.port}}}]}]}},
-    ])
-    proxy = mesh_bed.proxy(gateway.pods[0])
-    proxy.wait_accepted(applied=lambda d: xdscheck.virtual_hosts(d, f"{host}:80"))
-    mesh_bed.wait_routable(backend, via=gateway.pods[0])
+    backend, gateway, client_pod, proxy = productpage_behind_a_gateway(mesh_bed, bed_ns, host)
 
     mesh_bed.apply([plugin_manager("gateway", bed_ns, {"istio": "ingressgateway"},
                                    [lua_plugin("gateway", "Gateway"), rbac_plugin("/private", "Gateway")])])
