@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import contextlib
 import datetime
 import http.client
 import ipaddress
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from slime.devtools import die_with_parent, stop_process
+from slime.devtools import die_with_parent, process_rss, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -418,13 +417,7 @@ class DevCluster:
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running process, from /proc."""
-        out: dict[str, int] = {}
-        for proc in self._procs:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{proc.popen.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        out[proc.name] = int(line.split()[1]) * 1024
-        return out
+        return {proc.name: rss for proc in self._procs if (rss := process_rss(proc.popen.pid))}
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import ctypes
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -33,3 +34,12 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> bool:
         proc.kill()
         proc.wait()
         return True
+
+
+def process_rss(pid: int) -> int:
+    """Resident memory of a running process, from /proc (0 once it is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0

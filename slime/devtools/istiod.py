@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from slime.devcluster import HACK_DIR, _issue, _pem_cert, _pem_key, read_versions_env
-from slime.devtools import die_with_parent, stop_process
+from slime.devtools import die_with_parent, process_rss, stop_process
 
 WEBHOOK_NAME = "slime-bed-istio-validation"
 ISTIO_VERSION_META = "1.31.0"  # what the sidecars report (the pinned module is the 1.31 line)
@@ -264,11 +264,7 @@ class Istiod:
         return "(no log)"
 
     def rss_bytes(self) -> int:
-        with contextlib.suppress(OSError, AttributeError):
-            for line in Path(f"/proc/{self._proc.pid}/status").read_text().splitlines():  # type: ignore[union-attr]
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        return process_rss(self._proc.pid) if self._proc is not None else 0
 
     # -- internals -----------------------------------------------------------------------------
 

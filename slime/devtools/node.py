@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import yaml
 
-from slime.devtools import die_with_parent, hostnet, stop_process
+from slime.devtools import die_with_parent, hostnet, process_rss, stop_process
 from slime.devtools.hostnet import BRIDGE, NODE_IP, NODE_STATE, RUN_DIR, SUBNET, HostError
 
 log = logging.getLogger(__name__)
@@ -261,13 +261,7 @@ class Node:
                 raise NodeError(f"{proc.name} exited with {proc.popen.returncode}; log tail:\n{proc.tail()}")
 
     def rss_bytes(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for proc in self._procs:
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{proc.popen.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        out[proc.name] = int(line.split()[1]) * 1024
-        return out
+        return {proc.name: rss for proc in self._procs if (rss := process_rss(proc.popen.pid))}
 
     def pod_rss_bytes(self) -> dict[str, list[int]]:
         """RSS of the processes running in Pods, by command name (e.g. ``envoy``, ``python3``)."""
