@@ -219,10 +219,12 @@ class LearningBuffer:
         p = self._fences.get(fence)
         if p is None:
             return
-        p.learned = {k: v for k, v in p.learned.items() if k not in metrics}
-        p.seen = {k: t for k, t in p.seen.items() if t > seen.get(k, -1)}
-        p.released = ({k: v for k, v in p.released[0].items() if k not in metrics},
-                      {k: t for k, t in p.released[1].items() if t > seen.get(k, -1)})
+        def unwritten(learned: dict[str, str], times: dict[str, int]) -> tuple[dict[str, str], dict[str, int]]:
+            return ({k: v for k, v in learned.items() if k not in metrics},
+                    {k: t for k, t in times.items() if t > seen.get(k, -1)})
+
+        p.learned, p.seen = unwritten(p.learned, p.seen)
+        p.released = unwritten(*p.released)
         # The record stays (its last_flush paces the next write) until the fence is deleted: ``forget``.
 
     def forget(self, fence: FenceKey) -> None:
